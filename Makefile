@@ -1,0 +1,50 @@
+# transformer-mt: `make train CONFIG=configs/sample.yaml` and `make test` set up everything they need.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= configs/sample.yaml
+ARGS ?=
+NPROC ?= 1
+TEXT ?= I am hungry.
+RUN ?=
+# torch goes in first and pinned, so nothing that depends on it can pull a multi-GB CUDA build on a
+# CPU machine. Elsewhere, TORCH_INDEX=https://download.pytorch.org/whl/cpu (or a CUDA index) picks the build.
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+
+.PHONY: install install-dev train translate evaluate tensorboard test clean-venv
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
+	$(PY) -m pip install -q -e ".[plot]"
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[dev,plot]"
+	@touch $@
+
+train: install
+ifeq ($(NPROC),1)
+	$(PY) scripts/train.py $(CONFIG) $(ARGS)
+else
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) scripts/train.py $(CONFIG) $(ARGS)
+endif
+
+translate: install
+	$(PY) scripts/translate.py $(if $(RUN),--run $(RUN)) "$(TEXT)"
+
+evaluate: install
+	$(PY) scripts/evaluate.py $(if $(RUN),--run $(RUN)) $(ARGS)
+
+tensorboard: install
+	$(VENV)/bin/tensorboard --logdir runs
+
+test: install-dev
+	$(PY) -m pytest -q tests
+
+clean-venv:
+	rm -rf $(VENV)

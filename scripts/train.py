@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Train a Transformer from a YAML config: python scripts/train.py CONFIG [key.sub=value ...]
+
+Under torchrun (RANK/WORLD_SIZE set) it trains data-parallel: NCCL on CUDA, gloo on CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+from transformer_mt.cli import main_guard
+from transformer_mt.config import load_config
+from transformer_mt.pipeline import prepare
+from transformer_mt.trainer import Distributed, Trainer
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="YAML config, e.g. configs/sample.yaml")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value, e.g. train.max_steps=200")
+    args = parser.parse_args()
+    config = load_config(args.config, args.overrides)
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    distributed = Distributed.from_env()
+    if distributed.world_size > 1:
+        _init_process_group(config.train.device)
+    try:
+        if distributed.is_main:
+            prepared = prepare(config)
+        _barrier(distributed)  # rank 0 writes the run folder; the others then read it
+        if not distributed.is_main:
+            prepared = prepare(config, is_main=False, log=lambda *_: None)
+        Trainer(config, prepared, distributed).fit()
+    finally:
+        if distributed.world_size > 1:
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+def _init_process_group(device: str) -> None:
+    use_nccl = device != "cpu" and torch.cuda.is_available()
+    if use_nccl:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    torch.distributed.init_process_group("nccl" if use_nccl else "gloo")
+
+
+def _barrier(distributed: Distributed) -> None:
+    if distributed.world_size > 1:
+        torch.distributed.barrier()
+
+
+if __name__ == "__main__":
+    main_guard(main)

@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""Translate English sentences to French with a trained run.
+
+  python scripts/translate.py "I am hungry."            one or more sentences as arguments
+  echo "I am hungry." | python scripts/translate.py     or one sentence per line on standard input
+
+The model is loaded once; input is batched by length and printed in input order. Without --run or
+--checkpoint the most recently trained run under runs/ is used (its best.pt, else last.pt).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from transformer_mt.cli import main_guard
+from transformer_mt.errors import UserError
+from transformer_mt.translator import Translator
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sentences", nargs="*", help="sentences to translate (default: standard input)")
+    parser.add_argument("--run", help="run folder (default: the latest under --runs)")
+    parser.add_argument("--checkpoint", help="checkpoint file (default: the run's best.pt, else last.pt)")
+    parser.add_argument("--runs", default="runs", help="where to look for the latest run")
+    parser.add_argument("--beam-size", type=int, help="beam size (1 = greedy; default: the run's decode.beam_size)")
+    parser.add_argument("--nbest", type=int, default=1, help="print this many hypotheses per sentence, with scores")
+    parser.add_argument("--max-len-a", type=float, help="output length limit a·source_length + b: a")
+    parser.add_argument("--max-len-b", type=int, help="output length limit a·source_length + b: b")
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--attention", metavar="OUT.png", help="save the cross-attention heatmaps of the sentence")
+    args = parser.parse_args()
+    if args.beam_size is not None and args.beam_size < 1:
+        raise UserError("--beam-size must be at least 1")
+    if args.nbest < 1 or (args.beam_size is not None and args.nbest > args.beam_size):
+        raise UserError("--nbest must be between 1 and the beam size")
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    translator = Translator.from_args(args.run, args.checkpoint, args.runs, args.device, args.precision)
+    sentences = args.sentences if args.sentences else [line.rstrip("\n") for line in sys.stdin]
+    if args.attention:
+        _save_attention(translator, sentences, args.attention)
+    search = translator.search_config(beam_size=args.beam_size, max_len_a=args.max_len_a,
+                                      max_len_b=args.max_len_b, nbest=args.nbest)
+    for hyps in translator.translate(sentences, search, args.batch_size):
+        if args.nbest == 1:
+            print(hyps[0].text)
+        else:
+            for rank, hyp in enumerate(hyps):
+                print(f"{rank}\t{hyp.score:.4f}\t{hyp.text}")
+    sys.stdout.flush()
+    return 0
+
+
+def _save_attention(translator: Translator, sentences: list[str], path: str) -> None:
+    from transformer_mt.attention import cross_attention_figure, figures_available
+
+    if not figures_available():
+        raise UserError("--attention needs matplotlib: pip install -e '.[plot]'")
+    if len(sentences) != 1 or not sentences[0].strip():
+        raise UserError("--attention takes exactly one non-empty sentence")
+    figure = cross_attention_figure(translator.model, translator.tokenizers, sentences[0], translator.device,
+                                    self_attention=True)
+    figure.savefig(path, dpi=120)
+    print(f"attention heatmaps saved to {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main_guard(main)

@@ -1,0 +1,50 @@
+"""Checkpoints: written atomically, loaded safely (weights_only), checked before use."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(UserError):
+    pass
+
+
+def save_atomic(state: dict[str, Any], path: Path) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the target.
+
+    A crash or a second Ctrl-C mid-write leaves the previous file intact, never a half-written one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        torch.save({"format_version": FORMAT_VERSION, **state}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def copy_atomic(source: Path, target: Path) -> None:
+    """A real copy (not a link), so deleting or rotating `source` never breaks `target`."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, bad pickle, wrong file: all mean "unusable"
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise CheckpointError(f"{path} is not a transformer-mt checkpoint")
+    return state

@@ -1,0 +1,251 @@
+"""Typed configuration: nested dataclasses built once from YAML (plus `key.sub=value` overrides).
+
+Unknown keys and wrong types are errors that name the key and where it came from, so a typo never
+silently trains the wrong model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from .errors import UserError
+
+
+class ConfigError(UserError):
+    pass
+
+
+@dataclass
+class RunConfig:
+    name: str = ""  # empty: the config file's stem
+    root: str = "runs"
+
+
+@dataclass
+class DataConfig:
+    source: str = "hub"  # hub | files | sample
+    dataset: str = "Helsinki-NLP/opus_books"  # hub name, or a local dataset folder
+    dataset_config: str = "en-fr"
+    revision: str | None = None
+    files: list[str] = field(default_factory=list)  # .jsonl[.gz] / .tsv / two aligned text files
+    src_lang: str = "en"
+    tgt_lang: str = "fr"
+    max_words: int = 128  # drop pairs with a side longer than this (whitespace words)
+    max_length_ratio: float = 3.0  # drop pairs whose character lengths differ more than this
+    max_pairs: int | None = None  # cap on the training pairs (a random subset: sources are shuffled)
+    valid_size: int = 1000  # distinct source sentences per held-out split
+    test_size: int = 1000
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        _choice("data.source", self.source, ("hub", "files", "sample"))
+        if self.source == "files" and not self.files:
+            raise ConfigError("data.files: must list at least one file when data.source is 'files'")
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 8000
+    joint: bool = True  # one vocabulary for both languages (enables tying all embeddings)
+    min_frequency: int = 2
+
+
+@dataclass
+class ModelConfig:
+    d_model: int = 512
+    n_heads: int = 8
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    d_ff: int = 2048
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    norm_first: bool = True  # pre-norm (stable without long warm-up); False = the paper's post-norm
+    tie_embeddings: bool = True
+    max_positions: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+
+
+@dataclass
+class TrainConfig:
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    seed: int = 1234
+    batch_tokens: int = 8192  # padded tokens per batch side (src or tgt), per rank
+    accumulate: int = 1
+    lr: float = 7e-4  # peak learning rate, reached after the warm-up
+    warmup_steps: int = 4000
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    adam_eps: float = 1e-9
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    label_smoothing: float = 0.1
+    max_steps: int | None = None
+    max_epochs: int | None = 100
+    max_minutes: float | None = None  # wall-clock budget: save and stop cleanly when spent
+    log_every: int = 50
+    valid_every: int = 1000  # steps between validations (also at the end)
+    valid_max_sentences: int = 500
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    patience: int | None = None  # stop after this many validations without a better BLEU
+    nonfinite: str = "stop"  # stop | skip
+    compile: bool = False
+    resume: bool = False
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
+        if len(self.adam_betas) != 2:
+            raise ConfigError("train.adam_betas: expected two numbers")
+        for name in ("batch_tokens", "accumulate", "log_every", "valid_every", "checkpoint_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}: must be at least 1")
+
+
+@dataclass
+class DecodeConfig:
+    beam_size: int = 4
+    length_penalty: str = "gnmt"  # gnmt: ((5+len)/6)^alpha | power: len^alpha
+    alpha: float = 0.6
+    max_len_a: float = 1.5
+    max_len_b: int = 10
+    min_len: int = 0
+    batch_size: int = 64  # sentences per decoding batch
+
+    def __post_init__(self) -> None:
+        _choice("decode.length_penalty", self.length_penalty, ("gnmt", "power"))
+        if self.beam_size < 1:
+            raise ConfigError("decode.beam_size: must be at least 1")
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply `key.sub=value` overrides and build the typed Config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    config = from_dict(raw, origin=str(path))
+    config = apply_overrides(config, overrides or [])
+    if not config.run.name:
+        config.run.name = path.stem
+    return config
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    raw = config.to_dict()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        *parents, leaf = key.strip().split(".")
+        node = raw
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override {item!r}: unknown key {key!r}")
+            node = node[part]
+        if leaf not in node:
+            raise ConfigError(f"override {item!r}: unknown key {key!r}")
+        try:
+            node[leaf] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            node[leaf] = text
+    return from_dict(raw, origin="command line")
+
+
+def from_dict(raw: dict[str, Any], origin: str = "config") -> Config:
+    return _build(Config, raw, prefix="", origin=origin)
+
+
+def _build(cls: type, raw: Any, prefix: str, origin: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: {prefix.rstrip('.') or 'config'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"{origin}: unknown key {prefix}{key!r}")
+    values = {}
+    for key, value in raw.items():
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            values[key] = _build(kind, value, f"{prefix}{key}.", origin)
+        else:
+            values[key] = _coerce(value, kind, f"{prefix}{key}", origin)
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        raise ConfigError(f"{origin}: {err}") from None
+
+
+def _coerce(value: Any, kind: Any, key: str, origin: str) -> Any:
+    """Check `value` against the annotation `kind`; ints are accepted where floats are expected."""
+    origin_type = typing.get_origin(kind)
+    if origin_type in (Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key, origin)
+            except ConfigError:
+                pass
+        raise _type_error(value, kind, key, origin)
+    if origin_type is list:
+        (item_kind,) = typing.get_args(kind)
+        if not isinstance(value, list):
+            raise _type_error(value, kind, key, origin)
+        return [_coerce(v, item_kind, f"{key}[{i}]", origin) for i, v in enumerate(value)]
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind in (str, bool) and isinstance(value, kind):
+        return value
+    raise _type_error(value, kind, key, origin)
+
+
+def _type_error(value: Any, kind: Any, key: str, origin: str) -> ConfigError:
+    name = getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
+    return ConfigError(f"{origin}: {key} must be {name}, got {value!r}")
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

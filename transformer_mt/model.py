@@ -1,0 +1,248 @@
+"""The encoder–decoder Transformer of "Attention Is All You Need", with an incremental decoder.
+
+Shapes: B batch, S source length, T target length, D d_model, H heads, V vocabulary.
+Masks are boolean with True = may attend. The decoder needs only the causal mask: targets are
+right-padded, so a real position never sees a pad (pads come after it).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelConfig
+from .tokenizer import PAD
+
+
+def sinusoidal_positions(length: int, d_model: int) -> Tensor:
+    """PE[pos, 2i] = sin(pos / 10000^(2i/D)), PE[pos, 2i+1] = cos(pos / 10000^(2i/D))."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    inv_freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    pe = torch.zeros(length, d_model)
+    pe[:, 0::2] = torch.sin(position * inv_freq)
+    pe[:, 1::2] = torch.cos(position * inv_freq)
+    return pe
+
+
+def padding_mask(tokens: Tensor) -> Tensor:
+    """(B, S) token ids → (B, 1, 1, S) mask, True at real tokens, broadcast over heads and queries."""
+    return (tokens != PAD)[:, None, None, :]
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, dropout: float,
+           need_weights: bool) -> tuple[Tensor, Tensor | None]:
+    """Scaled dot-product attention over (B, H, T, d) heads; the weights only when asked for."""
+    if not need_weights:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal), None
+    # Same maths spelled out, so the probabilities of this very forward pass can be returned.
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+    if causal:
+        scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool).triu(1), float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.float().softmax(-1).to(q.dtype)
+    return F.dropout(weights, dropout, training=dropout > 0) @ v, weights
+
+
+@dataclass
+class LayerCache:
+    self_k: Tensor | None = None  # (B, H, t, d): grows one step at a time
+    self_v: Tensor | None = None
+    cross_k: Tensor | None = None  # (B, H, S, d): computed once from the encoder output
+    cross_v: Tensor | None = None
+
+
+@dataclass
+class DecoderCache:
+    layers: list[LayerCache] = field(default_factory=list)
+    length: int = 0  # target positions already decoded
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep/reorder batch rows (beam search reorders beams and drops finished sentences)."""
+        for layer in self.layers:
+            for name in ("self_k", "self_v", "cross_k", "cross_v"):
+                value = getattr(layer, name)
+                if value is not None:
+                    setattr(layer, name, value.index_select(0, index))
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, cross: bool):
+        super().__init__()
+        self.n_heads, self.dropout, self.cross = n_heads, dropout, cross
+        # Fused projections: one matmul for Q,K,V (self) or for K,V over the memory (cross).
+        self.q_proj = nn.Linear(d_model, d_model) if cross else None
+        self.in_proj = nn.Linear(d_model, 2 * d_model if cross else 3 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def _heads(self, x: Tensor) -> Tensor:  # (B, T, D) → (B, H, T, D/H)
+        return x.unflatten(-1, (self.n_heads, -1)).transpose(1, 2)
+
+    def forward(self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None,
+                causal: bool = False, cache: LayerCache | None = None,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        if self.cross:
+            q = self._heads(self.q_proj(x))
+            if cache is not None and cache.cross_k is not None:
+                k, v = cache.cross_k, cache.cross_v
+            else:
+                k, v = (self._heads(t) for t in self.in_proj(memory).chunk(2, dim=-1))
+                if cache is not None:
+                    cache.cross_k, cache.cross_v = k, v
+        else:
+            q, k, v = (self._heads(t) for t in self.in_proj(x).chunk(3, dim=-1))
+            if cache is not None:
+                if cache.self_k is not None:
+                    k, v = torch.cat([cache.self_k, k], dim=2), torch.cat([cache.self_v, v], dim=2)
+                cache.self_k, cache.self_v = k, v
+                causal = causal and q.size(2) > 1
+        dropout = self.dropout if self.training else 0.0
+        out, weights = attend(q, k, v, mask, causal, dropout, need_weights)
+        return self.out_proj(out.transpose(1, 2).flatten(2)), weights
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, d_model: int, d_ff: int, dropout: float):
+        super().__init__(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+
+
+class Residual(nn.Module):
+    """x + Dropout(f(LN(x))) in pre-norm; LN(x + Dropout(f(x))) in post-norm (the paper)."""
+
+    def __init__(self, d_model: int, dropout: float, norm_first: bool):
+        super().__init__()
+        self.norm, self.dropout, self.norm_first = nn.LayerNorm(d_model), nn.Dropout(dropout), norm_first
+
+    def forward(self, x: Tensor, sublayer) -> tuple[Tensor, Tensor | None]:
+        out = sublayer(self.norm(x) if self.norm_first else x)
+        out, weights = out if isinstance(out, tuple) else (out, None)
+        x = x + self.dropout(out)
+        return (x if self.norm_first else self.norm(x)), weights
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cross=False)
+        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
+        self.res_attn = Residual(cfg.d_model, cfg.dropout, cfg.norm_first)
+        self.res_ffn = Residual(cfg.d_model, cfg.dropout, cfg.norm_first)
+
+    def forward(self, x: Tensor, mask: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        x, weights = self.res_attn(x, lambda h: self.attn(h, mask=mask, need_weights=need_weights))
+        x, _ = self.res_ffn(x, self.ffn)
+        return x, weights
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cross=False)
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cross=True)
+        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
+        self.res_self = Residual(cfg.d_model, cfg.dropout, cfg.norm_first)
+        self.res_cross = Residual(cfg.d_model, cfg.dropout, cfg.norm_first)
+        self.res_ffn = Residual(cfg.d_model, cfg.dropout, cfg.norm_first)
+
+    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor, cache: LayerCache | None = None,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        x, self_w = self.res_self(
+            x, lambda h: self.self_attn(h, causal=True, cache=cache, need_weights=need_weights))
+        x, cross_w = self.res_cross(
+            x, lambda h: self.cross_attn(h, memory, mask=src_mask, cache=cache, need_weights=need_weights))
+        x, _ = self.res_ffn(x, self.ffn)
+        return x, self_w, cross_w
+
+
+@dataclass
+class AttentionMaps:
+    encoder: list[Tensor]  # per layer (B, H, S, S)
+    decoder_self: list[Tensor]  # per layer (B, H, T, T)
+    cross: list[Tensor]  # per layer (B, H, T, S)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, shared_vocab: bool):
+        super().__init__()
+        self.cfg = cfg
+        self.scale = math.sqrt(cfg.d_model)
+        self.src_embed = nn.Embedding(src_vocab, cfg.d_model, padding_idx=PAD)
+        share_src = cfg.tie_embeddings and shared_vocab
+        self.tgt_embed = self.src_embed if share_src else nn.Embedding(tgt_vocab, cfg.d_model, padding_idx=PAD)
+        self.register_buffer("pe", sinusoidal_positions(cfg.max_positions, cfg.d_model), persistent=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
+        # Pre-norm stacks need a final LayerNorm; post-norm layers already end in one.
+        self.encoder_norm = nn.LayerNorm(cfg.d_model) if cfg.norm_first else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(cfg.d_model) if cfg.norm_first else nn.Identity()
+        self.output = nn.Linear(cfg.d_model, tgt_vocab, bias=False)
+        self._init_weights()
+        if cfg.tie_embeddings:
+            self.output.weight = self.tgt_embed.weight
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=self.cfg.d_model ** -0.5)
+                nn.init.zeros_(module.weight[PAD])
+
+    def _embed(self, embedding: nn.Embedding, tokens: Tensor, offset: int = 0) -> Tensor:
+        positions = self.pe[offset : offset + tokens.size(1)]
+        return self.dropout(embedding(tokens) * self.scale + positions.to(embedding.weight.dtype))
+
+    def encode(self, src: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """(B, S) ids → memory (B, S, D), source mask (B, 1, 1, S), per-layer self-attention weights."""
+        mask = padding_mask(src)
+        x, maps = self._embed(self.src_embed, src), []
+        for layer in self.encoder:
+            x, weights = layer(x, mask, need_weights)
+            maps.append(weights)
+        return self.encoder_norm(x), mask, maps
+
+    def decode(self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor, cache: DecoderCache | None = None,
+               need_weights: bool = False) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """Decoder hidden states (B, T, D) for `tgt_in`, continuing after `cache.length` positions."""
+        offset = cache.length if cache is not None else 0
+        if cache is not None and not cache.layers:
+            cache.layers = [LayerCache() for _ in self.decoder]
+        x, self_maps, cross_maps = self._embed(self.tgt_embed, tgt_in, offset), [], []
+        for index, layer in enumerate(self.decoder):
+            layer_cache = cache.layers[index] if cache is not None else None
+            x, self_w, cross_w = layer(x, memory, src_mask, layer_cache, need_weights)
+            self_maps.append(self_w)
+            cross_maps.append(cross_w)
+        if cache is not None:
+            cache.length += tgt_in.size(1)
+        return self.decoder_norm(x), self_maps, cross_maps
+
+    def project(self, hidden: Tensor) -> Tensor:
+        return self.output(hidden)
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher forcing: logits (B, T, V) for every target position at once."""
+        memory, src_mask, _ = self.encode(src)
+        hidden, _, _ = self.decode(tgt_in, memory, src_mask)
+        return self.project(hidden)
+
+    def decode_step(self, tokens: Tensor, memory: Tensor, src_mask: Tensor, cache: DecoderCache) -> Tensor:
+        """Incremental decoding: the newest tokens (B, 1) → log-probabilities (B, V) of the next one."""
+        hidden, _, _ = self.decode(tokens, memory, src_mask, cache)
+        return F.log_softmax(self.project(hidden[:, -1]).float(), dim=-1)
+
+    def attention_maps(self, src: Tensor, tgt_in: Tensor) -> AttentionMaps:
+        """Attention probabilities of one real forward pass (eval mode, no dropout)."""
+        memory, src_mask, encoder_maps = self.encode(src, need_weights=True)
+        _, self_maps, cross_maps = self.decode(tgt_in, memory, src_mask, need_weights=True)
+        return AttentionMaps(encoder_maps, self_maps, cross_maps)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

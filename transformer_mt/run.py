@@ -1,0 +1,82 @@
+"""The layout of a run folder: everything needed to continue training or to translate."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def src_tokenizer(self) -> Path:
+        return self.root / "tokenizer-src.json"
+
+    @property
+    def tgt_tokenizer(self) -> Path:
+        return self.root / "tokenizer-tgt.json"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def split_files(self, split: str, src_lang: str, tgt_lang: str) -> tuple[Path, Path]:
+        return self.data / f"{split}.{src_lang}", self.data / f"{split}.{tgt_lang}"
+
+    @property
+    def encoded_train(self) -> Path:
+        return self.data / "train.ids.pt"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    def step_checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:08d}.pt"
+
+    def step_checkpoints(self) -> list[Path]:
+        """Periodic checkpoints, oldest first."""
+        return sorted(self.checkpoints.glob("step-*.pt"))
+
+    def has_checkpoints(self) -> bool:
+        return self.last.is_file() or any(self.step_checkpoints())
+
+    def default_checkpoint(self) -> Path:
+        """best.pt (highest validation BLEU) when there is one, else last.pt."""
+        if self.best.is_file():
+            return self.best
+        if self.last.is_file():
+            return self.last
+        raise UserError(f"{self.root} holds no checkpoint (checkpoints/best.pt or last.pt): train it first")
+
+
+def latest_run(root: Path) -> RunPaths:
+    """The run whose last checkpoint was written most recently."""
+    runs = [RunPaths(p.parent.parent) for p in root.glob("*/checkpoints/last.pt")]
+    if not runs:
+        raise UserError(f"no trained run under {root}/: train one with `make train CONFIG=configs/sample.yaml`")
+    return max(runs, key=lambda run: run.last.stat().st_mtime)
+
+
+def open_run(path: Path) -> RunPaths:
+    run = RunPaths(path)
+    if not path.is_dir():
+        raise UserError(f"run folder not found: {path}")
+    if not run.config.is_file():
+        raise UserError(f"{path} is not a run folder (no config.yaml)")
+    return run

@@ -1,0 +1,147 @@
+"""Greedy and batched beam search over the model's incremental (key/value-cached) decoder.
+
+The search only needs a model with `encode(src)` → (memory, mask, _), `decode_step(tokens, memory,
+mask, cache)` → log-probabilities (B, V), and a cache with `reorder(index)`; tests drive it with a
+hand-made model of fixed probabilities.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .model import DecoderCache
+from .tokenizer import BOS, EOS, PAD
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without BOS/EOS
+    score: float  # length-normalised (beam) or summed (greedy) log-probability
+    logprob: float  # summed log-probability, EOS included
+
+
+@dataclass
+class SearchConfig:
+    beam_size: int = 4
+    length_penalty: str = "gnmt"  # gnmt | power
+    alpha: float = 0.6
+    max_len_a: float = 1.5
+    max_len_b: int = 10
+    min_len: int = 0
+    nbest: int = 1
+
+
+def length_penalty(length: int, kind: str, alpha: float) -> float:
+    """GNMT's ((5 + len) / 6)^alpha, or len^alpha; the summed log-probability is divided by it."""
+    return ((5.0 + length) / 6.0) ** alpha if kind == "gnmt" else float(length) ** alpha
+
+
+def max_lengths(src: Tensor, a: float, b: int, limit: int) -> Tensor:
+    """Per sentence: at most a·source_length + b generated tokens (EOS excluded), within the model's limit."""
+    src_len = (src != PAD).sum(1) - 1  # without the source EOS
+    return (src_len.float() * a + b).ceil().long().clamp(min=1, max=limit)
+
+
+def _step_logprobs(model, tokens: Tensor, memory: Tensor, mask: Tensor, cache: DecoderCache, step: int,
+                   max_len: Tensor, min_len: int) -> Tensor:
+    logprobs = model.decode_step(tokens, memory, mask, cache)
+    if step < min_len:
+        logprobs[:, EOS] = float("-inf")
+    forced = step >= max_len  # these rows must end now
+    if bool(forced.any()):
+        logprobs[forced] = torch.where(torch.arange(logprobs.size(1), device=logprobs.device) == EOS, 0.0,
+                                       float("-inf"))
+    return logprobs
+
+
+@torch.no_grad()
+def greedy(model, src: Tensor, cfg: SearchConfig, limit: int) -> list[Hypothesis]:
+    memory, mask, _ = model.encode(src)
+    max_len = max_lengths(src, cfg.max_len_a, cfg.max_len_b, limit)
+    n = src.size(0)
+    alive = torch.arange(n, device=src.device)  # original sentence of each remaining row
+    tokens = torch.full((n, 1), BOS, dtype=torch.long, device=src.device)
+    outputs: list[list[int]] = [[] for _ in range(n)]
+    scores = torch.zeros(n, device=src.device)
+    final_scores = [0.0] * n
+    cache = DecoderCache()
+    for step in range(int(max_len.max()) + 1):
+        logprobs = _step_logprobs(model, tokens, memory, mask, cache, step, max_len[alive], cfg.min_len)
+        best, tokens = logprobs.max(dim=-1, keepdim=True)
+        scores = scores + best.squeeze(1)
+        done = tokens.squeeze(1) == EOS
+        for row, token in zip(alive.tolist(), tokens.squeeze(1).tolist()):
+            if token != EOS:
+                outputs[row].append(token)
+        if bool(done.any()):
+            for row, score in zip(alive[done].tolist(), scores[done].tolist()):
+                final_scores[row] = score
+            keep = (~done).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            alive, tokens, scores = alive[keep], tokens[keep], scores[keep]
+            memory, mask = memory.index_select(0, keep), mask.index_select(0, keep)
+            cache.reorder(keep)
+    return [Hypothesis(outputs[i], final_scores[i], final_scores[i]) for i in range(n)]
+
+
+@torch.no_grad()
+def beam_search(model, src: Tensor, cfg: SearchConfig, limit: int) -> list[list[Hypothesis]]:
+    """Batched beam search; returns up to `nbest` hypotheses per sentence, best first.
+
+    Each step takes the top 2k of the k·V extensions: EOS among the first k finishes a hypothesis,
+    the best k others continue. A sentence leaves the batch once k hypotheses are final.
+    """
+    k, n, device = cfg.beam_size, src.size(0), src.device
+    memory, mask, _ = model.encode(src)
+    max_len = max_lengths(src, cfg.max_len_a, cfg.max_len_b, limit)
+    expand = torch.arange(n, device=device).repeat_interleave(k)
+    memory, mask = memory.index_select(0, expand), mask.index_select(0, expand)
+    sentence = torch.arange(n, device=device)  # original sentence of each alive block of k rows
+    scores = torch.zeros(n, k, device=device)
+    scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
+    history = torch.full((n * k, 1), BOS, dtype=torch.long, device=device)
+    finished: list[list[Hypothesis]] = [[] for _ in range(n)]
+    cache = DecoderCache()
+    for step in range(int(max_len.max()) + 1):
+        logprobs = _step_logprobs(model, history[:, -1:], memory, mask, cache, step,
+                                  max_len[sentence].repeat_interleave(k), cfg.min_len)
+        vocab = logprobs.size(1)
+        candidates = (scores.unsqueeze(2) + logprobs.view(-1, k, vocab)).view(-1, k * vocab)
+        top_scores, top_index = candidates.topk(min(2 * k, k * vocab), dim=1)
+        top_beam, top_token = top_index // vocab, top_index % vocab
+        is_eos = top_token == EOS
+        _finish(finished, sentence, history, top_scores, top_beam, top_token, is_eos, k, step, cfg)
+        # The k best extensions that are not EOS continue (topk is sorted, so keep the order).
+        rank = is_eos.long() * (2 * k) + torch.arange(top_index.size(1), device=device)
+        keep_col = rank.argsort(dim=1)[:, :k]
+        scores = top_scores.gather(1, keep_col)
+        beam = top_beam.gather(1, keep_col)
+        token = top_token.gather(1, keep_col)
+        done = torch.tensor([len(finished[s]) >= k for s in sentence.tolist()], device=device)
+        blocks = (~done).nonzero().squeeze(1)
+        if blocks.numel() == 0:
+            break
+        rows = (blocks.unsqueeze(1) * k + beam[blocks]).view(-1)  # source row of each new beam
+        history = torch.cat([history.index_select(0, rows), token[blocks].view(-1, 1)], dim=1)
+        scores, sentence = scores[blocks], sentence[blocks]
+        memory, mask = memory.index_select(0, rows), mask.index_select(0, rows)
+        cache.reorder(rows)
+    return [sorted(hyps, key=lambda h: -h.score)[: cfg.nbest] for hyps in finished]
+
+
+def _finish(finished: list[list[Hypothesis]], sentence: Tensor, history: Tensor, top_scores: Tensor,
+            top_beam: Tensor, top_token: Tensor, is_eos: Tensor, k: int, step: int, cfg: SearchConfig) -> None:
+    """Store the EOS extensions ranked within the first k as final, length-normalised hypotheses."""
+    block, col = is_eos[:, :k].nonzero(as_tuple=True)
+    if block.numel() == 0:
+        return
+    penalty = length_penalty(step + 1, cfg.length_penalty, cfg.alpha)  # tokens + EOS
+    rows = (block * k + top_beam[block, col]).tolist()
+    owners = sentence[block].tolist()
+    for owner, row, score in zip(owners, rows, top_scores[block, col].tolist()):
+        if score == float("-inf") or len(finished[owner]) >= k:
+            continue
+        finished[owner].append(Hypothesis(history[row, 1:].tolist(), score / penalty, score))

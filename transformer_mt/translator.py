@@ -1,0 +1,103 @@
+"""Translate text with a trained run: config, tokenizers and weights come from the run folder."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from . import checkpoint as ckpt
+from .config import Config, from_dict
+from .errors import UserError
+from .model import Transformer
+from .run import RunPaths, latest_run, open_run
+from .runtime import attention_kernels, autocast, pick_device
+from .search import Hypothesis, SearchConfig, beam_search, greedy
+from .tokenizer import EOS, PAD, TokenizerPair
+
+
+@dataclass
+class Translation:
+    text: str
+    score: float
+
+
+class Translator:
+    def __init__(self, run: RunPaths, checkpoint: Path | None = None, device: str = "auto",
+                 precision: str = "fp32"):
+        self.run = run
+        path = checkpoint or run.default_checkpoint()
+        self.device = pick_device(device)
+        state = ckpt.load(path, map_location=self.device)
+        self.config: Config = from_dict(state["config"], origin=str(path))
+        self.tokenizers = TokenizerPair.load(run.src_tokenizer, run.tgt_tokenizer, state["vocab"]["joint"])
+        self.model = Transformer(self.config.model, state["vocab"]["src"], state["vocab"]["tgt"],
+                                 shared_vocab=state["vocab"]["joint"]).to(self.device)
+        self.model.load_state_dict(state["model"])
+        self.model.eval()
+        self.checkpoint, self.step = path, state["state"]["step"]
+        self.precision = precision
+        self.max_source = self.config.model.max_positions - 1
+
+    @classmethod
+    def from_args(cls, run_dir: str | None, checkpoint: str | None, runs_root: str = "runs",
+                  device: str = "auto", precision: str = "fp32") -> "Translator":
+        """--checkpoint FILE (its run folder is the one above checkpoints/), --run DIR, or the latest run."""
+        if checkpoint:
+            path = Path(checkpoint)
+            if not path.is_file():
+                raise UserError(f"checkpoint not found: {path}")
+            run = open_run(Path(run_dir) if run_dir else path.resolve().parent.parent)
+            return cls(run, path, device, precision)
+        run = open_run(Path(run_dir)) if run_dir else latest_run(Path(runs_root))
+        return cls(run, None, device, precision)
+
+    def search_config(self, **changes) -> SearchConfig:
+        d = self.config.decode
+        base = SearchConfig(beam_size=d.beam_size, length_penalty=d.length_penalty, alpha=d.alpha,
+                            max_len_a=d.max_len_a, max_len_b=d.max_len_b, min_len=d.min_len)
+        for key, value in changes.items():
+            if value is not None:
+                setattr(base, key, value)
+        return base
+
+    def encode(self, sentences: list[str]) -> list[list[int]]:
+        encoded = []
+        for number, ids in enumerate(self.tokenizers.src.encode_batch(sentences), 1):
+            if len(ids) > self.max_source:
+                print(f"warning: sentence {number} has {len(ids)} tokens; truncated to the model's "
+                      f"{self.max_source}", file=sys.stderr)
+                ids = ids[: self.max_source]
+            encoded.append(ids + [EOS])
+        return encoded
+
+    @torch.no_grad()
+    def translate(self, sentences: list[str], search: SearchConfig, batch_size: int = 64) -> list[list[Translation]]:
+        """n-best translations per sentence, in input order; empty input gives an empty translation."""
+        encoded = self.encode(sentences)
+        results: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
+        order = sorted((i for i, s in enumerate(sentences) if s.strip()), key=lambda i: len(encoded[i]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            for index, hyps in zip(chunk, self._search([encoded[i] for i in chunk], search)):
+                results[index] = [Translation(self.tokenizers.tgt.decode(h.tokens), h.score) for h in hyps]
+        return results
+
+    def _search(self, batch: list[list[int]], search: SearchConfig) -> list[list[Hypothesis]]:
+        src = self.pad(batch)
+        with attention_kernels(self.device), autocast(self.device, self.precision):
+            if search.beam_size == 1:
+                return [[h] for h in greedy(self.model, src, search, self.config.model.max_positions - 1)]
+            return beam_search(self.model, src, search, self.config.model.max_positions - 1)
+
+    def pad(self, batch: list[list[int]]) -> torch.Tensor:
+        src = torch.full((len(batch), max(map(len, batch))), PAD, dtype=torch.long)
+        for row, ids in enumerate(batch):
+            src[row, : len(ids)] = torch.tensor(ids)
+        return src.to(self.device)
+
+
+def saved_config(run: RunPaths) -> Config:
+    return from_dict(yaml.safe_load(run.config.read_text()), origin=str(run.config))
