@@ -199,7 +199,7 @@ def _build(cls: type, raw: Any, prefix: str, origin: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in names:
-            raise ConfigError(f"{origin}: unknown key {prefix}{key!r}")
+            raise ConfigError(f"{origin}: unknown key '{prefix}{key}'")
     values = {}
     for key, value in raw.items():
         kind = hints[key]

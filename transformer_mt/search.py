@@ -47,12 +47,13 @@ def max_lengths(src: Tensor, a: float, b: int, limit: int) -> Tensor:
 def _step_logprobs(model, tokens: Tensor, memory: Tensor, mask: Tensor, cache: DecoderCache, step: int,
                    max_len: Tensor, min_len: int) -> Tensor:
     logprobs = model.decode_step(tokens, memory, mask, cache)
+    eos = logprobs[:, EOS].clone()
     if step < min_len:
         logprobs[:, EOS] = float("-inf")
-    forced = step >= max_len  # these rows must end now
+    forced = step >= max_len  # these rows must end now, with EOS's own probability (as fairseq)
     if bool(forced.any()):
-        logprobs[forced] = torch.where(torch.arange(logprobs.size(1), device=logprobs.device) == EOS, 0.0,
-                                       float("-inf"))
+        logprobs[forced] = float("-inf")
+        logprobs[forced, EOS] = eos[forced]
     return logprobs
 
 

@@ -24,6 +24,7 @@ class Tokenizer:
         for index, token in enumerate(SPECIALS):
             if hf.token_to_id(token) != index:
                 raise UserError(f"tokenizer has {token} at id {hf.token_to_id(token)}, expected {index}")
+        hf.encode_special_tokens = True  # "<eos>" typed in a sentence is text, not the EOS token
         self.hf = hf
 
     @classmethod

@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""Translate a source file and score it: corpus BLEU and chrF (sacreBLEU settings, 13a tokenisation).
+
+  python scripts/evaluate.py --run runs/sample                        the run's own saved test split
+  python scripts/evaluate.py --run runs/sample --src test.en --ref test.fr [--ref test2.fr ...] --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from transformer_mt.cli import main_guard
+from transformer_mt.errors import UserError
+from transformer_mt.metrics import corpus_scores
+from transformer_mt.translator import Translator
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", help="run folder (default: the latest under --runs)")
+    parser.add_argument("--checkpoint", help="checkpoint file (default: the run's best.pt, else last.pt)")
+    parser.add_argument("--runs", default="runs")
+    parser.add_argument("--src", help="source sentences, one per line (default: the run's data/test split)")
+    parser.add_argument("--ref", action="append", help="reference translations, one per line; repeat for more")
+    parser.add_argument("--beam-size", type=int, help="1 = greedy (default: the run's decode.beam_size)")
+    parser.add_argument("--max-len-a", type=float)
+    parser.add_argument("--max-len-b", type=int)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--output", help="write the translations here, one per line")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    args = parser.parse_args()
+    if (args.src is None) != (args.ref is None):
+        raise UserError("give --src and --ref together, or neither (the run's test split)")
+    if args.beam_size is not None and args.beam_size < 1:
+        raise UserError("--beam-size must be at least 1")
+    translator = Translator.from_args(args.run, args.checkpoint, args.runs, args.device, args.precision)
+    sources, references = _inputs(translator, args.src, args.ref)
+    search = translator.search_config(beam_size=args.beam_size, max_len_a=args.max_len_a, max_len_b=args.max_len_b)
+    started = time.perf_counter()
+    hypotheses = [hyps[0].text for hyps in translator.translate(sources, search, args.batch_size)]
+    seconds = time.perf_counter() - started
+    scores = corpus_scores(hypotheses, references)
+    if args.output:
+        Path(args.output).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    report = {"bleu": round(scores.bleu, 2), "chrf": round(scores.chrf, 2), "signature": scores.signature,
+              "sentences": len(sources), "seconds": round(seconds, 2), "beam_size": search.beam_size,
+              "checkpoint": str(translator.checkpoint), "step": translator.step}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  ({len(sources)} sentences, beam "
+              f"{search.beam_size}, {seconds:.1f} s, {translator.checkpoint})\nsignature: {scores.signature}")
+    return 0
+
+
+def _inputs(translator: Translator, src: str | None, refs: list[str] | None) -> tuple[list[str], list[list[str]]]:
+    if src is None:
+        cfg = translator.config.data
+        src_path, ref_path = translator.run.split_files("test", cfg.src_lang, cfg.tgt_lang)
+        src, refs = str(src_path), [str(ref_path)]
+    sources = _read_lines(src)
+    references = [_read_lines(path) for path in refs]
+    for path, lines in zip(refs, references):
+        if len(lines) != len(sources):
+            raise UserError(f"{path} has {len(lines)} lines but {src} has {len(sources)}")
+    return sources, references
+
+
+def _read_lines(path: str) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"file not found: {path}")
+    return file.read_text(encoding="utf-8").splitlines()
+
+
+if __name__ == "__main__":
+    main_guard(main)

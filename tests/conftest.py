@@ -1,0 +1,30 @@
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from transformer_mt.data import sample_corpus_path
+
+torch.set_num_threads(1)  # tests use tiny models: threads only add overhead
+
+
+@pytest.fixture(scope="session")
+def sample_pairs() -> list[tuple[str, str]]:
+    """The first 3000 pairs of the embedded (already shuffled) sample corpus."""
+    pairs = []
+    with gzip.open(sample_corpus_path(), "rt", encoding="utf-8") as handle:
+        for line in handle:
+            item = json.loads(line)["translation"]
+            pairs.append((item["en"], item["fr"]))
+            if len(pairs) == 3000:
+                break
+    return pairs
+
+
+def write_jsonl(path: Path, pairs) -> Path:
+    with open(path, "w", encoding="utf-8") as handle:
+        for i, (en, fr) in enumerate(pairs):
+            handle.write(json.dumps({"id": str(i), "translation": {"en": en, "fr": fr}}, ensure_ascii=False) + "\n")
+    return path

@@ -1,0 +1,61 @@
+import pytest
+
+from transformer_mt.config import Config, ConfigError, apply_overrides, load_config
+
+
+def write(tmp_path, text, name="exp.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_loads_typed_sections_and_defaults_run_name_to_file_stem(tmp_path):
+    config = load_config(write(tmp_path, "model:\n  d_model: 128\n  n_heads: 4\ntrain:\n  lr: 1\n"))
+    assert config.model.d_model == 128
+    assert isinstance(config.train.lr, float) and config.train.lr == 1.0
+    assert config.run.name == "exp"
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write(tmp_path, "model:\n  d_modle: 128\n")
+    with pytest.raises(ConfigError, match=r"exp\.yaml.*model\.d_modle"):
+        load_config(path)
+
+
+def test_unknown_section(tmp_path):
+    with pytest.raises(ConfigError, match="trian"):
+        load_config(write(tmp_path, "trian:\n  lr: 1\n"))
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"exp\.yaml: train\.max_steps must be int"):
+        load_config(write(tmp_path, "train:\n  max_steps: many\n"))
+    with pytest.raises(ConfigError, match="train.compile must be bool"):
+        load_config(write(tmp_path, "train:\n  compile: 1\n"))
+
+
+def test_invalid_choice_and_malformed_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="train.device"):
+        load_config(write(tmp_path, "train:\n  device: tpu\n"))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "model: [\n"))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_overrides_are_typed_and_checked(tmp_path):
+    path = write(tmp_path, "train:\n  max_steps: 10\n")
+    config = load_config(path, ["train.max_steps=200", "run.name=other", "data.files=[a.tsv]"])
+    assert config.train.max_steps == 200 and config.run.name == "other" and config.data.files == ["a.tsv"]
+    with pytest.raises(ConfigError, match="unknown key 'train.max_stepz'"):
+        load_config(path, ["train.max_stepz=1"])
+    with pytest.raises(ConfigError, match="train.max_steps must be int"):
+        load_config(path, ["train.max_steps=lots"])
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(path, ["train.max_steps"])
+
+
+def test_optional_values_accept_null():
+    config = apply_overrides(Config(), ["train.max_minutes=null", "train.max_minutes=2.5"])
+    assert config.train.max_minutes == 2.5
+    assert apply_overrides(Config(), ["train.max_steps=null"]).train.max_steps is None

@@ -1,0 +1,94 @@
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import write_jsonl
+from transformer_mt import data
+from transformer_mt.config import DataConfig
+from transformer_mt.data import DataError, clean, load_pairs, normalise, split
+
+
+def opus_books_folder(root, pairs):
+    """A local copy laid out as the hub's Helsinki-NLP/opus_books (parquet per config + README configs)."""
+    (root / "en-fr").mkdir(parents=True)
+    table = pa.table({"id": [str(i) for i in range(len(pairs))],
+                      "translation": [{"en": en, "fr": fr} for en, fr in pairs]})
+    pq.write_table(table, root / "en-fr" / "train-00000-of-00001.parquet")
+    (root / "README.md").write_text(
+        "---\nconfigs:\n- config_name: en-fr\n  data_files:\n  - split: train\n    path: en-fr/train-*\n---\n")
+    return root
+
+
+def test_hub_path_loads_opus_books_schema_from_a_local_dataset(tmp_path, sample_pairs):
+    folder = opus_books_folder(tmp_path / "opus_books", sample_pairs[:50])
+    cfg = DataConfig(source="hub", dataset=str(folder), dataset_config="en-fr")
+    assert load_pairs(cfg) == sample_pairs[:50]
+
+
+def test_unreachable_hub_fails_fast_with_one_clear_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing cached
+    monkeypatch.setattr(data, "_hub_reachable", lambda timeout=3.0: False)
+    started = time.monotonic()
+    with pytest.raises(DataError, match="cannot reach the Hugging Face hub.*configs/sample.yaml"):
+        load_pairs(DataConfig(source="hub", dataset="Helsinki-NLP/opus_books-not-cached-here"))
+    assert time.monotonic() - started < 20
+
+
+def test_local_formats_load_the_same_pairs(tmp_path, sample_pairs):
+    pairs = sample_pairs[:20]
+    jsonl = write_jsonl(tmp_path / "c.jsonl", pairs)
+    tsv = tmp_path / "c.tsv"
+    tsv.write_text("".join(f"{en}\t{fr}\n" for en, fr in pairs), encoding="utf-8")
+    (tmp_path / "c.en").write_text("".join(en + "\n" for en, _ in pairs), encoding="utf-8")
+    (tmp_path / "c.fr").write_text("".join(fr + "\n" for _, fr in pairs), encoding="utf-8")
+    for files in ([str(jsonl)], [str(tsv)], [str(tmp_path / "c.en"), str(tmp_path / "c.fr")]):
+        assert load_pairs(DataConfig(source="files", files=files)) == pairs
+
+
+def test_bad_local_files_are_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_pairs(DataConfig(source="files", files=[str(tmp_path / "none.jsonl")]))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"translation": {"en": "a"}}\n')
+    with pytest.raises(DataError, match="bad.jsonl:1"):
+        load_pairs(DataConfig(source="files", files=[str(bad)]))
+    (tmp_path / "a.en").write_text("x\ny\n")
+    (tmp_path / "a.fr").write_text("x\n")
+    with pytest.raises(DataError, match="not aligned"):
+        load_pairs(DataConfig(source="files", files=[str(tmp_path / "a.en"), str(tmp_path / "a.fr")]))
+
+
+def test_sample_corpus_is_shipped_and_shuffled():
+    pairs = load_pairs(DataConfig(source="sample"))
+    assert len(pairs) == 140_000
+    first_lengths = [len(en) for en, _ in pairs[:200]]
+    assert max(first_lengths) > 3 * min(first_lengths)  # not the length-sorted head of the original
+
+
+def test_cleaning_normalises_and_filters():
+    cfg = DataConfig(max_words=5, max_length_ratio=3.0)
+    pairs = [("Go.", "Va\u202f!"), ("", "vide"), ("a b c d e f g", "x y z"), ("Yes.", "Oui, c'est absolument certain."),
+             ("Hi\u200b.", "Salut\u00a0!")]
+    assert clean(pairs, cfg) == [("Go.", "Va !"), ("Hi.", "Salut !")]
+    assert normalise("  a\u2009 b  ") == "a b"
+
+
+def test_split_is_seeded_grouped_by_source_and_disjoint(sample_pairs):
+    pairs = clean(sample_pairs, DataConfig()) + [("Same source.", f"Traduction {i}.") for i in range(5)]
+    cfg = DataConfig(valid_size=100, test_size=100, seed=7)
+    first, again = split(pairs, cfg), split(pairs, cfg)
+    assert first == again
+    assert split(pairs, DataConfig(valid_size=100, test_size=100, seed=8)).valid != first.valid
+    sources = [{s for s, _ in part} for part in (first.train, first.valid, first.test)]
+    assert not (sources[0] & sources[1] or sources[0] & sources[2] or sources[1] & sources[2])
+    assert len(sources[1]) == 100 and len(sources[2]) == 100
+    assert sorted(first.train + first.valid + first.test) == sorted(pairs)
+    holder = next(part for part in (first.train, first.valid, first.test) if ("Same source.", "Traduction 0.") in part)
+    assert sum(s == "Same source." for s, _ in holder) == 5  # all translations of a source stay together
+
+
+def test_split_rejects_a_corpus_too_small():
+    with pytest.raises(DataError, match="too few"):
+        split([("a", "b"), ("c", "d")], DataConfig(valid_size=1, test_size=1))

@@ -1,0 +1,143 @@
+"""Train a tiny model on a few hundred pairs until it reproduces them, then use the CLIs as a user would."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import write_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+
+
+def cli(*args, stdin=None, cwd=None):
+    return subprocess.run([sys.executable, *args], input=stdin, capture_output=True, text=True, cwd=cwd or ROOT,
+                          env=ENV, timeout=600)
+
+
+def memorisable_pairs(sample_pairs, count=240):
+    """Short pairs with one translation per source, so that reproducing them is well defined."""
+    seen, pairs = set(), []
+    for en, fr in sample_pairs:
+        if en not in seen and len(en.split()) <= 6:
+            seen.add(en)
+            pairs.append((en, fr))
+    return pairs[:count]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, sample_pairs):
+    root = tmp_path_factory.mktemp("e2e")
+    pairs = memorisable_pairs(sample_pairs)
+    corpus = write_jsonl(root / "corpus.jsonl", pairs)
+    config = {
+        "run": {"name": "memorise", "root": str(root / "runs")},
+        "data": {"source": "files", "files": [str(corpus)], "valid_size": 10, "test_size": 10},
+        "tokenizer": {"vocab_size": 600},
+        "model": {"d_model": 128, "n_heads": 4, "encoder_layers": 2, "decoder_layers": 2, "d_ff": 256,
+                  "dropout": 0.0, "max_positions": 64},
+        "train": {"batch_tokens": 1200, "lr": 0.003, "warmup_steps": 60, "max_steps": 500, "label_smoothing": 0.0,
+                  "log_every": 50, "valid_every": 250, "valid_max_sentences": 10, "precision": "fp32"},
+        "decode": {"beam_size": 3},
+    }
+    path = root / "memorise.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = cli("scripts/train.py", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = root / "runs" / "memorise"
+    train_pairs = list(zip((run / "data" / "train.en").read_text().splitlines(),
+                           (run / "data" / "train.fr").read_text().splitlines()))
+    return root, run, path, train_pairs
+
+
+def test_run_folder_holds_everything(trained):
+    _, run, _, _ = trained
+    for name in ("config.yaml", "tokenizer-src.json", "tokenizer-tgt.json", "data/train.en", "data/test.fr",
+                 "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    assert any(run.glob("events.out.tfevents.*"))
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["d_model"] == 128 and saved["run"]["name"] == "memorise"
+
+
+def test_reproduces_training_pairs_through_translate_cli(trained):
+    root, run, _, train_pairs = trained
+    sources = [en for en, _ in train_pairs[:60]]
+    result = cli("scripts/translate.py", "--run", str(run), "--beam-size", "1", stdin="\n".join(sources) + "\n")
+    assert result.returncode == 0, result.stderr
+    outputs = result.stdout.splitlines()
+    assert len(outputs) == len(sources)
+    exact = sum(out == fr for out, (_, fr) in zip(outputs, train_pairs[:60]))
+    assert exact >= 0.9 * len(sources), list(zip(outputs, train_pairs[:60]))[:10]
+    # arguments, beam search and the latest-run default agree, in order, with an empty line kept empty
+    args = cli("scripts/translate.py", "--runs", str(root / "runs"), sources[0], "", sources[1])
+    assert args.returncode == 0, args.stderr
+    assert args.stdout.splitlines() == [train_pairs[0][1], "", train_pairs[1][1]]
+
+
+def test_nbest_prints_scores(trained):
+    _, run, _, train_pairs = trained
+    result = cli("scripts/translate.py", "--run", str(run), "--beam-size", "3", "--nbest", "3", train_pairs[0][0])
+    lines = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [line[0] for line in lines] == ["0", "1", "2"]
+    scores = [float(line[1]) for line in lines]
+    assert scores == sorted(scores, reverse=True) and lines[0][2] == train_pairs[0][1]
+
+
+def test_refuses_to_overwrite_a_trained_run(trained):
+    _, run, config, _ = trained
+    before = (run / "checkpoints" / "last.pt").stat().st_mtime_ns
+    result = cli("scripts/train.py", str(config))
+    assert result.returncode == 2
+    assert "train.resume=true" in result.stderr and "Traceback" not in result.stderr
+    assert (run / "checkpoints" / "last.pt").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["scripts/train.py", "configs/missing.yaml"], "config file not found"),
+    (["scripts/train.py", "configs/tiny.yaml", "model.d_modle=3"], "unknown key 'model.d_modle'"),
+    (["scripts/translate.py", "--run", "no/such/run", "Hello."], "run folder not found"),
+    (["scripts/translate.py", "--checkpoint", "no/such.pt", "Hello."], "checkpoint not found"),
+])
+def test_bad_input_gets_one_line_and_nonzero_exit(args, message):
+    result = cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_checkpoint_is_a_clear_error(trained, tmp_path):
+    _, run, _, _ = trained
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes((run / "checkpoints" / "last.pt").read_bytes()[:1000])
+    result = cli("scripts/translate.py", "--run", str(run), "--checkpoint", str(broken), "Hello.")
+    assert result.returncode == 2 and "corrupt or truncated" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_overlong_sentence_is_truncated_with_a_warning(trained):
+    _, run, _, _ = trained
+    result = cli("scripts/translate.py", "--run", str(run), " ".join(["word"] * 200))
+    assert result.returncode == 0
+    assert "truncated" in result.stderr and len(result.stdout.splitlines()) == 1
+
+
+def test_evaluate_cli_matches_sacrebleu_on_model_output(trained, tmp_path):
+    import json
+
+    import sacrebleu
+
+    _, run, _, _ = trained
+    hyp_file = tmp_path / "hyp.fr"
+    result = cli("scripts/evaluate.py", "--run", str(run), "--beam-size", "2", "--output", str(hyp_file), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {"bleu", "chrf", "signature", "sentences", "seconds"} <= report.keys()
+    hyps = hyp_file.read_text().splitlines()
+    refs = (run / "data" / "test.fr").read_text().splitlines()
+    assert len(hyps) == len(refs) == report["sentences"]
+    assert report["bleu"] == pytest.approx(
+        sacrebleu.corpus_bleu(hyps, [refs], tokenize="13a", smooth_method="none").score, abs=0.01)
+    assert report["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score, abs=0.01)

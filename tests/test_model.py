@@ -1,0 +1,120 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from transformer_mt.config import ModelConfig
+from transformer_mt.model import DecoderCache, Transformer, attend, padding_mask, sinusoidal_positions
+from transformer_mt.tokenizer import BOS, PAD
+
+VOCAB = 50
+
+
+def tiny(norm_first=True, tie=True, shared=True, dropout=0.0) -> Transformer:
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64, dropout=dropout,
+                      norm_first=norm_first, tie_embeddings=tie, max_positions=64)
+    return Transformer(cfg, VOCAB, VOCAB + (0 if shared else 7), shared_vocab=shared).eval()
+
+
+def tokens(*shape):
+    return torch.randint(4, VOCAB, shape)
+
+
+def test_positional_encoding_matches_formula():
+    pe = sinusoidal_positions(20, 16)
+    for pos in (0, 3, 19):
+        for i in range(8):
+            angle = pos / (10000 ** (2 * i / 16))
+            assert pe[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-5)
+            assert pe[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-5)
+
+
+def naive_attention(q, k, v, keep=None, causal=False):
+    scores = torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(q.size(-1))
+    if causal:
+        scores = scores + torch.full(scores.shape[-2:], float("-inf")).triu(1)
+    if keep is not None:
+        scores = scores.masked_fill(~keep, float("-inf"))
+    return torch.einsum("bhqk,bhkd->bhqd", torch.softmax(scores, -1), v)
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_attention_matches_naive_softmax(need_weights):
+    q, k, v = (torch.randn(2, 3, 5, 8) for _ in range(3))
+    keep = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    keep[1, ..., 3:] = False
+    out, weights = attend(q, k, v, keep, False, 0.0, need_weights)
+    torch.testing.assert_close(out, naive_attention(q, k, v, keep), atol=1e-5, rtol=1e-5)
+    out, _ = attend(q, k, v, None, True, 0.0, need_weights)
+    torch.testing.assert_close(out, naive_attention(q, k, v, causal=True), atol=1e-5, rtol=1e-5)
+    if need_weights:
+        assert torch.allclose(weights.sum(-1), torch.ones(2, 3, 5))
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_padding_never_influences_real_positions(norm_first):
+    model = tiny(norm_first)
+    src, tgt = tokens(1, 6), torch.cat([torch.full((1, 1), BOS), tokens(1, 4)], 1)
+    alone = model(src, tgt)
+    padded_src = torch.cat([src, torch.full((1, 3), PAD)], 1)
+    padded_tgt = torch.cat([tgt, torch.full((1, 2), PAD)], 1)
+    torch.testing.assert_close(model(padded_src, padded_tgt)[:, :5], alone, atol=1e-5, rtol=1e-5)
+    # and inside a batch, next to a longer sentence
+    batch_src = torch.cat([padded_src, tokens(1, 9)])
+    batch_tgt = torch.cat([padded_tgt, tokens(1, 7)])
+    torch.testing.assert_close(model(batch_src, batch_tgt)[:1, :5], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_never_sees_the_future():
+    model = tiny()
+    src, tgt = tokens(2, 6), tokens(2, 8)
+    changed = tgt.clone()
+    changed[:, 5:] = tokens(2, 3)
+    a, b = model(src, tgt), model(src, changed)
+    torch.testing.assert_close(a[:, :5], b[:, :5])
+    assert not torch.allclose(a[:, 5:], b[:, 5:])
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_incremental_decoding_equals_full_forward(norm_first):
+    model = tiny(norm_first)
+    src = tokens(3, 7)
+    src[0, 4:] = PAD
+    tgt = torch.cat([torch.full((3, 1), BOS), tokens(3, 6)], 1)
+    full = F.log_softmax(model(src, tgt), -1)
+    memory, mask, _ = model.encode(src)
+    cache = DecoderCache()
+    steps = [model.decode_step(tgt[:, t : t + 1], memory, mask, cache) for t in range(tgt.size(1))]
+    torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
+    assert cache.length == tgt.size(1)
+
+
+def test_weight_tying():
+    model = tiny(tie=True, shared=True)
+    assert model.output.weight is model.tgt_embed.weight is model.src_embed.weight
+    separate = tiny(tie=True, shared=False)
+    assert separate.output.weight is separate.tgt_embed.weight
+    assert separate.src_embed is not separate.tgt_embed
+    untied = tiny(tie=False)
+    assert untied.output.weight is not untied.tgt_embed.weight
+
+
+def test_embeddings_are_scaled_and_padding_mask_shape():
+    model = tiny()
+    x = tokens(1, 3)
+    expected = model.src_embed(x) * math.sqrt(32) + model.pe[:3]
+    torch.testing.assert_close(model._embed(model.src_embed, x), expected)
+    mask = padding_mask(torch.tensor([[5, 6, PAD]]))
+    assert mask.shape == (1, 1, 1, 3) and mask.tolist() == [[[[True, True, False]]]]
+
+
+def test_attention_maps_come_from_the_forward_pass():
+    model = tiny()
+    src, tgt = tokens(1, 5), tokens(1, 4)
+    maps = model.attention_maps(src, tgt)
+    assert len(maps.cross) == 2 and maps.cross[0].shape == (1, 4, 4, 5)
+    torch.testing.assert_close(maps.cross[1].sum(-1), torch.ones(1, 4, 4))
+    assert torch.all(maps.decoder_self[0][0, :, 0, 1:] == 0)  # causal: position 0 sees only itself
+    assert not any(hasattr(m, "weights") for m in model.modules())  # nothing stored between calls

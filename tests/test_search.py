@@ -1,0 +1,142 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from transformer_mt.config import ModelConfig
+from transformer_mt.model import DecoderCache, LayerCache, Transformer
+from transformer_mt.search import SearchConfig, beam_search, greedy, length_penalty, max_lengths
+from transformer_mt.tokenizer import BOS, EOS, PAD
+
+A, B = 4, 5
+VOCAB = 6
+
+
+class TableModel:
+    """A 'model' whose next-token probabilities are a hand-set function of the prefix."""
+
+    def __init__(self, table):
+        self.table = table  # prefix tuple (without BOS) → {token: probability}
+
+    def encode(self, src):
+        return torch.zeros(src.size(0), src.size(1), 1), (src != PAD)[:, None, None, :], []
+
+    def decode_step(self, tokens, memory, mask, cache: DecoderCache):
+        if not cache.layers:
+            cache.layers = [LayerCache()]
+        layer = cache.layers[0]  # the prefix rides in the cache, so beam reordering moves it along
+        new = tokens.float().view(-1, 1, 1, 1)
+        layer.self_k = new if layer.self_k is None else torch.cat([layer.self_k, new], 2)
+        out = torch.full((tokens.size(0), VOCAB), float("-inf"))
+        for row in range(tokens.size(0)):
+            prefix = tuple(int(t) for t in layer.self_k[row, 0, 1:, 0].tolist())
+            for token, p in self.table.get(prefix, {EOS: 1.0}).items():
+                out[row, token] = math.log(p)
+        return out
+
+
+SRC = torch.tensor([[A, A, A, EOS]])
+
+
+def test_beam_finds_a_better_sequence_than_greedy():
+    model = TableModel({(): {A: 0.6, B: 0.4}, (A,): {EOS: 0.4, A: 0.3, B: 0.3}, (B,): {EOS: 0.9, A: 0.1}})
+    cfg = SearchConfig(beam_size=2, alpha=0.0, max_len_b=5)
+    g = greedy(model, SRC, cfg, limit=10)[0]
+    assert g.tokens == [A] and g.logprob == pytest.approx(math.log(0.24))
+    best = beam_search(model, SRC, cfg, limit=10)[0][0]
+    assert best.tokens == [B] and best.logprob == pytest.approx(math.log(0.36))
+    assert best.logprob > g.logprob
+
+
+@pytest.mark.parametrize("kind", ["gnmt", "power"])
+def test_length_penalty_pushes_towards_longer_output(kind):
+    # After A, EOS ranks third: not final (as in fairseq), so A A can still finish.
+    model = TableModel({(): {EOS: 0.5, A: 0.5}, (A,): {A: 0.9, B: 0.07, EOS: 0.03}, (A, A): {EOS: 0.9, A: 0.1}})
+    short = beam_search(model, SRC, SearchConfig(beam_size=2, alpha=0.0, length_penalty=kind), 10)[0][0]
+    assert short.tokens == []  # raw probability 0.5 beats 0.405
+    long = beam_search(model, SRC, SearchConfig(beam_size=2, alpha=2.0, length_penalty=kind), 10)[0][0]
+    assert long.tokens == [A, A]
+    assert long.score == pytest.approx(math.log(0.405) / length_penalty(3, kind, 2.0))
+
+
+def test_length_penalty_formulas():
+    assert length_penalty(7, "gnmt", 0.6) == pytest.approx(((5 + 7) / 6) ** 0.6)
+    assert length_penalty(7, "power", 0.6) == pytest.approx(7 ** 0.6)
+    assert length_penalty(7, "gnmt", 0.0) == 1.0
+
+
+def test_nbest_is_sorted_and_max_and_min_len_hold():
+    model = TableModel({(): {A: 0.5, B: 0.3, EOS: 0.2}})
+    hyps = beam_search(model, SRC, SearchConfig(beam_size=3, nbest=3, alpha=0.0), 10)[0]
+    assert len(hyps) == 3 and [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+    looping = TableModel({(): {A: 0.9, EOS: 0.1}} | {(A,) * n: {A: 0.9, EOS: 0.1} for n in range(1, 30)})
+    cfg = SearchConfig(beam_size=2, max_len_a=1.0, max_len_b=2, alpha=0.0)
+    assert int(max_lengths(SRC, 1.0, 2, 100)) == 5  # 3 source tokens + 2
+    assert len(greedy(looping, SRC, cfg, 100)[0].tokens) == 5
+    assert all(len(h.tokens) <= 5 for h in beam_search(looping, SRC, cfg, 100)[0])
+    eager = TableModel({(): {EOS: 0.9, A: 0.1}, (A,): {EOS: 0.9, A: 0.1}, (A, A): {EOS: 0.9, A: 0.1}})
+    assert greedy(eager, SRC, SearchConfig(min_len=2), 100)[0].tokens == [A, A]
+
+
+def random_model(seed=0) -> Transformer:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64, dropout=0.0,
+                      max_positions=64)
+    return Transformer(cfg, 40, 40, shared_vocab=True).eval()
+
+
+def batch_of_sources():
+    src = torch.randint(4, 40, (5, 9))
+    for row, length in enumerate([9, 3, 6, 1, 4]):
+        src[row, length:] = PAD
+        src[row, length - 1] = EOS
+    return src
+
+
+def test_beam_size_one_equals_greedy():
+    model, src = random_model(), batch_of_sources()
+    cfg = SearchConfig(beam_size=1, alpha=0.0, max_len_a=1.2, max_len_b=3)
+    for g, b in zip(greedy(model, src, cfg, 60), beam_search(model, src, cfg, 60)):
+        assert b[0].tokens == g.tokens
+        assert b[0].logprob == pytest.approx(g.logprob, abs=1e-4)
+
+
+@torch.no_grad()
+def full_recompute_greedy(model, src, max_len):
+    """Reference: every step re-runs the whole decoder over the prefix (no cache)."""
+    out = []
+    for row in range(src.size(0)):
+        s = src[row : row + 1, : int((src[row] != PAD).sum())]
+        prefix, score = [BOS], 0.0
+        for _ in range(int(max_len[row]) + 1):
+            logp = F.log_softmax(model(s, torch.tensor([prefix]))[0, -1], -1)
+            if len(prefix) - 1 == int(max_len[row]):
+                token = EOS
+            else:
+                token = int(logp.argmax())
+            score += float(logp[token])
+            if token == EOS:
+                break
+            prefix.append(token)
+        out.append((prefix[1:], score))
+    return out
+
+
+def test_cached_greedy_equals_full_recompute():
+    model, src = random_model(1), batch_of_sources()
+    cfg = SearchConfig(beam_size=1, max_len_a=1.0, max_len_b=4)
+    reference = full_recompute_greedy(model, src, max_lengths(src, 1.0, 4, 60))
+    for hyp, (tokens, score) in zip(greedy(model, src, cfg, 60), reference):
+        assert hyp.tokens == tokens
+        assert hyp.logprob == pytest.approx(score, abs=1e-4)
+
+
+def test_beam_search_batch_equals_one_by_one():
+    model, src = random_model(2), batch_of_sources()
+    cfg = SearchConfig(beam_size=4, nbest=2, max_len_a=1.0, max_len_b=4)
+    batched = beam_search(model, src, cfg, 60)
+    for row in range(src.size(0)):
+        alone = beam_search(model, src[row : row + 1, : int((src[row] != PAD).sum())], cfg, 60)[0]
+        assert [h.tokens for h in alone] == [h.tokens for h in batched[row]]
+        assert [h.score for h in alone] == pytest.approx([h.score for h in batched[row]], abs=1e-4)

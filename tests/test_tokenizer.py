@@ -1,0 +1,37 @@
+from transformer_mt.config import TokenizerConfig
+from transformer_mt.data import normalise
+from transformer_mt.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, TokenizerPair
+
+
+def test_round_trip_is_exact_including_special_spaces(sample_pairs, tmp_path):
+    tok = TokenizerPair.train(sample_pairs[:2000], TokenizerConfig(vocab_size=800)).tgt
+    texts = [fr for _, fr in sample_pairs[2000:2300]] + [
+        "Va\u202f!", "Quoi\u00a0?", "Il a dit\u2009: «\u00a0oui\u00a0».", "zéro\u200blargeur", "  espaces   multiples ",
+        "emoji 😀 et 日本語 inconnus",
+    ]
+    for text in texts:
+        assert tok.decode(tok.encode(text)) == normalise(text)
+    # after saving and loading, the same ids
+    tok.save(tmp_path / "t.json")
+    again = Tokenizer.load(tmp_path / "t.json")
+    assert again.encode(texts[-2]) == tok.encode(texts[-2])
+
+
+def test_special_spaces_fold_to_plain_space():
+    assert normalise("Va\u202f! Quoi\u00a0? a\u2009b ze\u200bro\n") == "Va ! Quoi ? a b zero"
+
+
+def test_special_ids_are_fixed_and_never_produced_by_text(sample_pairs):
+    tok = Tokenizer.train((t for pair in sample_pairs[:500] for t in pair), vocab_size=500)
+    assert [tok.hf.token_to_id(t) for t in ("<pad>", "<bos>", "<eos>", "<unk>")] == [PAD, BOS, EOS, UNK]
+    text = "<pad> <eos> text"
+    ids = tok.encode(text)
+    assert not {PAD, BOS, EOS, UNK} & set(ids)  # typed "<eos>" is text, not the EOS token
+    assert tok.decode(ids) == text
+
+
+def test_joint_and_separate_vocabularies(sample_pairs):
+    joint = TokenizerPair.train(sample_pairs[:500], TokenizerConfig(vocab_size=600, joint=True))
+    assert joint.joint and joint.src is joint.tgt
+    separate = TokenizerPair.train(sample_pairs[:500], TokenizerConfig(vocab_size=600, joint=False))
+    assert not separate.joint and separate.src.hf.to_str() != separate.tgt.hf.to_str()

@@ -1,0 +1,45 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from transformer_mt.tokenizer import PAD
+from transformer_mt.trainer import noam_lambda, smoothed_loss
+
+
+def test_label_smoothed_loss_matches_hand_computation():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 7)
+    target = torch.tensor([[4, 5, PAD], [6, 1, 2]])
+    eps = 0.1
+    logp = logits.log_softmax(-1)
+    expected_loss = expected_nll = 0.0
+    for b in range(2):
+        for t in range(3):
+            if target[b, t] == PAD:
+                continue
+            nll = -logp[b, t, target[b, t]].item()
+            uniform = -logp[b, t].mean().item()  # ε spread over all V classes, as PyTorch does
+            expected_loss += (1 - eps) * nll + eps * uniform
+            expected_nll += nll
+    loss, nll = smoothed_loss(logits, target, eps)
+    assert loss.item() == pytest.approx(expected_loss, rel=1e-5)
+    assert nll.item() == pytest.approx(expected_nll, rel=1e-5)
+
+
+def test_no_smoothing_equals_nll():
+    logits, target = torch.randn(3, 4, 9), torch.randint(1, 9, (3, 4))
+    target[0, 2:] = PAD
+    loss, nll = smoothed_loss(logits, target, 0.0)
+    reference = F.nll_loss(logits.log_softmax(-1).flatten(0, 1), target.flatten(), ignore_index=PAD, reduction="sum")
+    torch.testing.assert_close(loss, reference)
+    torch.testing.assert_close(nll, reference)
+
+
+def test_inverse_sqrt_warmup():
+    factor = noam_lambda(100)
+    assert factor(0) == pytest.approx(0.01)
+    assert factor(49) == pytest.approx(0.5)
+    assert factor(99) == pytest.approx(1.0)
+    assert factor(399) == pytest.approx(math.sqrt(100 / 400))
