@@ -12,7 +12,7 @@ RUN ?=
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-dev train translate evaluate tensorboard test clean-venv
+.PHONY: install install-dev train translate evaluate tensorboard test bench clean-venv
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -45,6 +45,9 @@ tensorboard: install
 
 test: install-dev
 	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) scripts/bench.py --device $(or $(DEVICE),cpu) $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -140,3 +140,15 @@ def test_beam_search_batch_equals_one_by_one():
         alone = beam_search(model, src[row : row + 1, : int((src[row] != PAD).sum())], cfg, 60)[0]
         assert [h.tokens for h in alone] == [h.tokens for h in batched[row]]
         assert [h.score for h in alone] == pytest.approx([h.score for h in batched[row]], abs=1e-4)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_uncached_search_gives_the_same_hypotheses(beam_size):
+    model, src = random_model(3), batch_of_sources()
+    cached = SearchConfig(beam_size=beam_size, nbest=beam_size, max_len_a=1.0, max_len_b=4)
+    uncached = SearchConfig(beam_size=beam_size, nbest=beam_size, max_len_a=1.0, max_len_b=4, use_cache=False)
+    search = greedy if beam_size == 1 else beam_search
+    for a, b in zip(search(model, src, cached, 60), search(model, src, uncached, 60)):
+        a, b = ([a], [b]) if beam_size == 1 else (a, b)
+        assert [h.tokens for h in a] == [h.tokens for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)

@@ -31,6 +31,7 @@ class SearchConfig:
     max_len_b: int = 10
     min_len: int = 0
     nbest: int = 1
+    use_cache: bool = True  # False re-runs the decoder over the whole prefix each step (for benchmarks)
 
 
 def length_penalty(length: int, kind: str, alpha: float) -> float:
@@ -44,11 +45,14 @@ def max_lengths(src: Tensor, a: float, b: int, limit: int) -> Tensor:
     return (src_len.float() * a + b).ceil().long().clamp(min=1, max=limit)
 
 
-def _step_logprobs(model, tokens: Tensor, memory: Tensor, mask: Tensor, cache: DecoderCache, step: int,
-                   max_len: Tensor, min_len: int) -> Tensor:
-    logprobs = model.decode_step(tokens, memory, mask, cache)
+def _step_logprobs(model, history: Tensor, memory: Tensor, mask: Tensor, cache: DecoderCache, step: int,
+                   max_len: Tensor, cfg: SearchConfig) -> Tensor:
+    if cfg.use_cache:
+        logprobs = model.decode_step(history[:, -1:], memory, mask, cache)
+    else:
+        logprobs = model.decode_step(history, memory, mask, DecoderCache())
     eos = logprobs[:, EOS].clone()
-    if step < min_len:
+    if step < cfg.min_len:
         logprobs[:, EOS] = float("-inf")
     forced = step >= max_len  # these rows must end now, with EOS's own probability (as fairseq)
     if bool(forced.any()):
@@ -63,29 +67,26 @@ def greedy(model, src: Tensor, cfg: SearchConfig, limit: int) -> list[Hypothesis
     max_len = max_lengths(src, cfg.max_len_a, cfg.max_len_b, limit)
     n = src.size(0)
     alive = torch.arange(n, device=src.device)  # original sentence of each remaining row
-    tokens = torch.full((n, 1), BOS, dtype=torch.long, device=src.device)
-    outputs: list[list[int]] = [[] for _ in range(n)]
+    history = torch.full((n, 1), BOS, dtype=torch.long, device=src.device)
     scores = torch.zeros(n, device=src.device)
-    final_scores = [0.0] * n
+    results: list[Hypothesis | None] = [None] * n
     cache = DecoderCache()
     for step in range(int(max_len.max()) + 1):
-        logprobs = _step_logprobs(model, tokens, memory, mask, cache, step, max_len[alive], cfg.min_len)
-        best, tokens = logprobs.max(dim=-1, keepdim=True)
-        scores = scores + best.squeeze(1)
-        done = tokens.squeeze(1) == EOS
-        for row, token in zip(alive.tolist(), tokens.squeeze(1).tolist()):
-            if token != EOS:
-                outputs[row].append(token)
+        logprobs = _step_logprobs(model, history, memory, mask, cache, step, max_len[alive], cfg)
+        best, token = logprobs.max(dim=-1)
+        scores = scores + best
+        history = torch.cat([history, token.unsqueeze(1)], dim=1)
+        done = token == EOS
         if bool(done.any()):
-            for row, score in zip(alive[done].tolist(), scores[done].tolist()):
-                final_scores[row] = score
+            for row, tokens, score in zip(alive[done].tolist(), history[done, 1:-1].tolist(), scores[done].tolist()):
+                results[row] = Hypothesis(tokens, score, score)
             keep = (~done).nonzero().squeeze(1)
             if keep.numel() == 0:
                 break
-            alive, tokens, scores = alive[keep], tokens[keep], scores[keep]
+            alive, history, scores = alive[keep], history[keep], scores[keep]
             memory, mask = memory.index_select(0, keep), mask.index_select(0, keep)
             cache.reorder(keep)
-    return [Hypothesis(outputs[i], final_scores[i], final_scores[i]) for i in range(n)]
+    return results
 
 
 @torch.no_grad()
@@ -107,8 +108,8 @@ def beam_search(model, src: Tensor, cfg: SearchConfig, limit: int) -> list[list[
     finished: list[list[Hypothesis]] = [[] for _ in range(n)]
     cache = DecoderCache()
     for step in range(int(max_len.max()) + 1):
-        logprobs = _step_logprobs(model, history[:, -1:], memory, mask, cache, step,
-                                  max_len[sentence].repeat_interleave(k), cfg.min_len)
+        logprobs = _step_logprobs(model, history, memory, mask, cache, step,
+                                  max_len[sentence].repeat_interleave(k), cfg)
         vocab = logprobs.size(1)
         candidates = (scores.unsqueeze(2) + logprobs.view(-1, k, vocab)).view(-1, k * vocab)
         top_scores, top_index = candidates.topk(min(2 * k, k * vocab), dim=1)

@@ -115,9 +115,9 @@ class Trainer:
     def save(self, best: bool = False) -> None:
         if not self.dist.is_main:
             return
-        state = self._state_dict()
-        ckpt.save_atomic(state, self.run.last)
-        ckpt.save_atomic(state, self.run.step_checkpoint(self.state.step))
+        periodic = self.run.step_checkpoint(self.state.step)
+        ckpt.save_atomic(self._state_dict(), periodic)
+        ckpt.copy_atomic(periodic, self.run.last)
         for old in self.run.step_checkpoints()[: -self.config.train.keep_last]:
             old.unlink()
         if best:
@@ -171,6 +171,7 @@ class Trainer:
     def _epochs(self, progress: tqdm) -> None:
         tc = self.config.train
         window = _Window()
+        self.stop_reason = self._budget_spent()  # a resumed run may have nothing left to do
         while self.stop_reason is None:
             if tc.max_epochs is not None and self.state.epoch >= tc.max_epochs:
                 self.stop_reason = f"reached train.max_epochs={tc.max_epochs}"
@@ -180,16 +181,20 @@ class Trainer:
             updates = [batches[i : i + tc.accumulate] for i in range(0, len(batches), tc.accumulate)]
             for position in range(self.state.position, len(updates)):
                 micro = [collate(self.prepared.train_ids, idx) for idx in updates[position]]
-                self._update(micro, window)
+                updated = self._update(micro, window)
                 self.state.position = position + 1
-                progress.update(1)
-                self._after_update(window, progress)
+                if updated:
+                    progress.update(1)
+                    self._after_update(window, progress)
+                else:
+                    self.stop_reason = self._agree_on_stop(self._budget_spent())
                 if self.stop_reason is not None:
                     return
             self.state.epoch += 1
             self.state.position = 0
 
-    def _update(self, micro: list[Batch], window: "_Window") -> None:
+    def _update(self, micro: list[Batch], window: "_Window") -> bool:
+        """One optimiser update over the micro-batches; False when a non-finite batch was skipped."""
         tc = self.config.train
         n_tokens = self._global_tokens(sum(b.n_tokens for b in micro))
         loss_sum = nll_sum = 0.0
@@ -205,27 +210,30 @@ class Trainer:
                 # the gradient does not depend on how the update was split.
                 self.scaler.scale(loss * (self.dist.world_size / n_tokens)).backward()
             loss_sum, nll_sum = loss_sum + loss.detach(), nll_sum + nll
-        loss_value = float(loss_sum) / max(1, n_tokens) * self.dist.world_size
-        if not math.isfinite(loss_value):
-            self._non_finite(loss_value)
-            return
         self.scaler.unscale_(self.optimizer)
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_norm)
+        # The norm is of the all-reduced gradients, so every rank takes the same decision. With fp16
+        # the scaler itself skips overflowing steps and lowers its scale.
+        if self.precision != "fp16" and not torch.isfinite(grad_norm):
+            self._non_finite(float(loss_sum) / max(1, n_tokens) * self.dist.world_size)
+            return False
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
         window.add(float(loss_sum), float(nll_sum), sum(b.n_tokens for b in micro), float(grad_norm), len(micro))
+        return True
 
     def _non_finite(self, value: float) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         if self.config.train.nonfinite == "skip":
             self.state.skipped_batches += 1
-            self._log(f"warning: loss {value} at step {self.state.step + 1}: batch skipped "
-                      f"({self.state.skipped_batches} so far)")
+            self._log(f"warning: non-finite loss or gradients (loss {value}) at step {self.state.step + 1}: "
+                      f"batch skipped ({self.state.skipped_batches} so far)")
             return
-        raise UserError(f"loss became {value} at step {self.state.step + 1}; the last good checkpoint is "
+        raise UserError(f"non-finite loss or gradients (loss {value}) at step {self.state.step + 1}; the last good "
+                        f"checkpoint is "
                         f"{self.run.last} (resume with a lower train.lr, or set train.nonfinite=skip)")
 
     def _maybe_no_sync(self, sync: bool):
@@ -248,12 +256,26 @@ class Trainer:
             self._validate_and_save()
         elif step % tc.checkpoint_every == 0:
             self.save()
-        if tc.max_steps is not None and step >= tc.max_steps:
-            self.stop_reason = f"reached train.max_steps={tc.max_steps}"
-        elif tc.max_minutes is not None and time.monotonic() - self._start >= tc.max_minutes * 60:
-            self.stop_reason = f"used the train.max_minutes={tc.max_minutes} budget"
-        elif self._signals:
-            self.stop_reason = "interrupted"
+        reason = self.stop_reason or self._budget_spent()  # stop_reason: set by early stopping
+        self.stop_reason = self._agree_on_stop(reason)
+
+    def _budget_spent(self) -> str | None:
+        tc = self.config.train
+        if tc.max_steps is not None and self.state.step >= tc.max_steps:
+            return f"reached train.max_steps={tc.max_steps}"
+        if tc.max_minutes is not None and time.monotonic() - self._start >= tc.max_minutes * 60:
+            return f"used the train.max_minutes={tc.max_minutes} budget"
+        if self._signals:
+            return "interrupted"
+        return None
+
+    def _agree_on_stop(self, reason: str | None) -> str | None:
+        """Ranks stop together: one rank's Ctrl-C or time budget stops all at the same step."""
+        if self.dist.world_size == 1:
+            return reason
+        flag = torch.tensor([reason is not None], dtype=torch.int32, device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return (reason or "another rank stopped") if bool(flag) else None
 
     def _log_window(self, window: "_Window", progress: tqdm) -> None:
         stats = window.flush(self.dist.world_size)

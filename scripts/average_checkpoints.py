@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Average the last K periodic checkpoints of a run into one (usually worth a little BLEU).
+
+  python scripts/average_checkpoints.py --run runs/sample --last 3
+  python scripts/evaluate.py --run runs/sample --checkpoint runs/sample/checkpoints/averaged.pt
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from transformer_mt import checkpoint as ckpt
+from transformer_mt.averaging import average_checkpoints
+from transformer_mt.cli import main_guard
+from transformer_mt.errors import UserError
+from transformer_mt.run import open_run
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="run folder")
+    parser.add_argument("--last", type=int, default=3, help="how many of the newest periodic checkpoints")
+    parser.add_argument("--output", help="default: RUN/checkpoints/averaged.pt")
+    args = parser.parse_args()
+    run = open_run(Path(args.run))
+    paths = run.step_checkpoints()[-args.last :] if args.last > 0 else []
+    if len(paths) < max(args.last, 1):
+        raise UserError(f"{run.checkpoints} has {len(run.step_checkpoints())} periodic checkpoints, "
+                        f"fewer than --last {args.last}")
+    output = Path(args.output) if args.output else run.checkpoints / "averaged.pt"
+    ckpt.save_atomic(average_checkpoints(paths), output)
+    print(f"averaged {', '.join(p.name for p in paths)} into {output}\n"
+          f"evaluate it: python scripts/evaluate.py --run {run.root} --checkpoint {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    main_guard(main)

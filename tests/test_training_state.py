@@ -1,0 +1,178 @@
+"""Never lose work: exact resume, accumulation, interruption, corrupt checkpoints, non-finite losses, DDP."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from tests.trainer_helpers import small_config, small_corpus
+from transformer_mt import trainer as trainer_module
+from transformer_mt.batching import collate
+from transformer_mt.errors import UserError
+from transformer_mt.pipeline import prepare
+from transformer_mt.trainer import Distributed, Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return small_corpus(tmp_path_factory.mktemp("corpus") / "c.jsonl")
+
+
+def train(config, distributed=None):
+    trainer = Trainer(config, prepare(config, log=lambda *_: None), distributed)
+    trainer.fit()
+    return trainer
+
+
+def test_resume_continues_exactly(tmp_path, corpus):
+    straight = train(small_config(tmp_path, corpus, "straight", max_steps=24))
+    first = small_config(tmp_path, corpus, "halves", max_steps=12)
+    train(first)
+    second = train(replace(first, train=replace(first.train, max_steps=24, resume=True)))
+    assert straight.state.epoch >= 1  # the run crosses an epoch boundary
+    assert second.state.step == 24
+    for (name, a), b in zip(straight.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path, corpus):
+    config = small_config(tmp_path, corpus, "accumulate")
+    trainer = Trainer(config, prepare(config, log=lambda *_: None))
+    grads = []
+    trainer.optimizer.step = lambda: grads.append([p.grad.clone() for p in trainer.model.parameters()])
+    trainer.model.eval()  # no dropout: the two ways must see the same function
+    ids = trainer.prepared.train_ids
+    half_a, half_b = torch.arange(0, 6), torch.arange(6, 14)
+    trainer._update([collate(ids, torch.cat([half_a, half_b]))], trainer_module._Window())
+    trainer._update([collate(ids, half_a), collate(ids, half_b)], trainer_module._Window())
+    for one, two in zip(*grads):
+        torch.testing.assert_close(one, two, atol=1e-6, rtol=1e-5)
+
+
+def test_non_finite_loss_stops_or_skips(tmp_path, corpus, monkeypatch):
+    real = trainer_module.smoothed_loss
+    calls = {"n": 0}
+
+    def poisoned(logits, target, smoothing):
+        calls["n"] += 1
+        loss, nll = real(logits, target, smoothing)
+        return (loss * float("nan"), nll) if calls["n"] == 8 else (loss, nll)
+
+    monkeypatch.setattr(trainer_module, "smoothed_loss", poisoned)
+    config = small_config(tmp_path, corpus, "nan", max_steps=12)
+    with pytest.raises(UserError, match="non-finite loss or gradients.*at step 8.*last good checkpoint"):
+        train(config)
+    run = Path(config.run.root) / "nan"
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["state"]["step"] == 5 and all(torch.isfinite(v).all() for v in state["model"].values())
+    calls["n"] = 0
+    skipping = small_config(tmp_path, corpus, "skip", max_steps=12, nonfinite="skip")
+    result = train(skipping)
+    assert result.state.skipped_batches == 1 and result.state.step == 12
+
+
+def test_corrupt_last_checkpoint_falls_back_to_an_older_one(tmp_path, corpus, capsys):
+    config = small_config(tmp_path, corpus, "corrupt", max_steps=10)
+    train(config)
+    run = Path(config.run.root) / "corrupt" / "checkpoints"
+    (run / "last.pt").write_bytes((run / "last.pt").read_bytes()[:2000])
+    resumed = train(replace(config, train=replace(config.train, max_steps=12, resume=True)))
+    assert "last.pt is corrupt or truncated" in capsys.readouterr().out
+    assert resumed.state.step == 12
+
+
+def test_checkpoints_are_plain_data_and_rotated(tmp_path, corpus):
+    config = small_config(tmp_path, corpus, "rotate", max_steps=20, keep_last=2)
+    train(config)
+    checkpoints = Path(config.run.root) / "rotate" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("step-*.pt")) == ["step-00000015.pt", "step-00000020.pt"]
+    state = torch.load(checkpoints / "best.pt", weights_only=True)  # no pickled objects
+    assert isinstance(state["config"], dict) and state["config"]["model"]["d_model"] == 32
+    assert not (checkpoints / "best.pt").is_symlink()
+
+
+def test_ctrl_c_saves_and_exits_cleanly_then_resumes(tmp_path, corpus):
+    import yaml
+
+    config = small_config(tmp_path, corpus, "interrupt", max_steps=100000, log_every=1)
+    path = tmp_path / "interrupt.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "scripts/train.py", str(path)], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoint = Path(config.run.root) / "interrupt" / "checkpoints" / "step-00000010.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output[-2000:]
+    assert "resume with" in output and "Traceback" not in output
+    state = torch.load(checkpoint.parent / "last.pt", weights_only=True)
+    stopped_at = state["state"]["step"]
+    assert stopped_at >= 10
+    again = subprocess.run([sys.executable, "scripts/train.py", str(path), "train.resume=true",
+                            f"train.max_steps={stopped_at + 3}"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert torch.load(checkpoint.parent / "last.pt", weights_only=True)["state"]["step"] == stopped_at + 3
+
+
+def _ddp_worker(rank: int, world_size: int, config, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        if rank == 0:
+            prepared = prepare(config, log=lambda *_: None)
+        torch.distributed.barrier()
+        if rank != 0:
+            prepared = prepare(config, is_main=False, log=lambda *_: None)
+        trainer = Trainer(config, prepared, Distributed(rank, world_size))
+        trainer.fit()
+        torch.save(trainer.model.state_dict(), f"{out}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_cpu_ranks_match_single_process_on_the_same_global_batch(tmp_path, corpus):
+    ddp = small_config(tmp_path, corpus, "ddp", dropout=0.0, max_steps=6)
+    mp.start_processes(_ddp_worker, args=(2, ddp, 29500 + os.getpid() % 1000, str(tmp_path)), nprocs=2,
+                       start_method="spawn")
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    # one process, two accumulated micro-batches = the two ranks' batches of each step
+    single = train(small_config(tmp_path, corpus, "single", dropout=0.0, max_steps=6, accumulate=2)).model.state_dict()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+        torch.testing.assert_close(rank0[name], single[name], atol=2e-5, rtol=1e-4)
+
+
+def test_average_checkpoints_is_the_mean_and_translates(tmp_path, corpus):
+    from transformer_mt.averaging import average_checkpoints
+    from transformer_mt.translator import Translator
+
+    config = small_config(tmp_path, corpus, "average", max_steps=15, keep_last=3)
+    train(config)
+    run = Path(config.run.root) / "average"
+    paths = sorted((run / "checkpoints").glob("step-*.pt"))
+    result = subprocess.run([sys.executable, "scripts/average_checkpoints.py", "--run", str(run), "--last", "3"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    states = [torch.load(p, weights_only=True)["model"] for p in paths]
+    averaged = torch.load(run / "checkpoints" / "averaged.pt", weights_only=True)
+    key = "encoder.0.ffn.0.weight"
+    torch.testing.assert_close(averaged["model"][key], sum(s[key] for s in states) / 3)
+    assert average_checkpoints(paths)["averaged_from"] == [str(p) for p in paths]
+    translator = Translator(Translator.from_args(str(run), None).run, run / "checkpoints" / "averaged.pt")
+    assert len(translator.translate(["Hello."], translator.search_config(beam_size=2))) == 1
+    too_many = subprocess.run([sys.executable, "scripts/average_checkpoints.py", "--run", str(run), "--last", "9"],
+                              cwd=ROOT, capture_output=True, text=True)
+    assert too_many.returncode == 2 and "fewer than --last 9" in too_many.stderr
