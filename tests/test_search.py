@@ -152,3 +152,14 @@ def test_uncached_search_gives_the_same_hypotheses(beam_size):
         a, b = ([a], [b]) if beam_size == 1 else (a, b)
         assert [h.tokens for h in a] == [h.tokens for h in b]
         assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)
+
+
+def test_output_length_never_exceeds_the_model_positions():
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=32, n_heads=4, encoder_layers=1, decoder_layers=1, d_ff=64, dropout=0.0,
+                      max_positions=8)
+    model = Transformer(cfg, 40, 40, shared_vocab=True).eval()
+    src = torch.randint(4, 40, (2, 8))
+    search = SearchConfig(beam_size=2, max_len_a=3.0, max_len_b=10)  # asks for far more than 8 positions
+    assert all(len(h.tokens) <= model.max_output_len for h in greedy(model, src, search, model.max_output_len))
+    assert all(len(h.tokens) <= 7 for hyps in beam_search(model, src, search, model.max_output_len) for h in hyps)

@@ -33,16 +33,18 @@ def train(config, distributed=None):
 
 
 def test_resume_continues_exactly(tmp_path, corpus):
-    straight = train(small_config(tmp_path, corpus, "straight", max_steps=24))
-    first = small_config(tmp_path, corpus, "halves", max_steps=12)
-    train(first)
-    second = train(replace(first, train=replace(first.train, max_steps=24, resume=True)))
-    assert straight.state.epoch >= 1  # the run crosses an epoch boundary
-    assert second.state.step == 24
+    straight = train(small_config(tmp_path, corpus, "straight", max_steps=26, batch_tokens=1200))
+    first = small_config(tmp_path, corpus, "halves", max_steps=13, batch_tokens=1200)
+    stopped = train(first).state
+    assert stopped.position > 0  # stopped mid-epoch: resume must find its place inside the epoch
+    second = train(replace(first, train=replace(first.train, max_steps=26, resume=True)))
+    assert straight.state.epoch >= 2  # and the run crosses epoch boundaries
+    assert second.state.step == 26
     for (name, a), b in zip(straight.model.state_dict().items(), second.model.state_dict().values()):
         assert torch.equal(a, b), name
 
 
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
 def test_gradient_accumulation_matches_one_big_batch(tmp_path, corpus):
     config = small_config(tmp_path, corpus, "accumulate")
     trainer = Trainer(config, prepare(config, log=lambda *_: None))

@@ -31,7 +31,7 @@ def cross_attention_figure(model: Transformer, tokenizers: TokenizerPair, senten
     model.eval()
     src_ids = tokenizers.src.encode(sentence)[: model.cfg.max_positions - 2] + [EOS]
     src = torch.tensor([src_ids], device=device)
-    hyp = greedy(model, src, SearchConfig(beam_size=1), model.cfg.max_positions - 1)[0].tokens
+    hyp = greedy(model, src, SearchConfig(beam_size=1), model.max_output_len)[0].tokens
     tgt_in = torch.tensor([[BOS] + hyp], device=device)
     maps = model.attention_maps(src, tgt_in)
     model.train(was_training)
@@ -57,5 +57,6 @@ def _labels(tokenizer, ids: list[int]) -> list[str]:
     labels = []
     for token_id in ids:
         text = tokenizer.hf.decode([token_id], skip_special_tokens=False)
+        text = "".join(c if c.isprintable() or c == " " else "\ufffd" for c in text)  # control bytes
         labels.append("▁" + text[1:] if text.startswith(" ") else text)
     return labels

@@ -223,6 +223,11 @@ class Transformer(nn.Module):
             cache.length += tgt_in.size(1)
         return self.decoder_norm(x), self_maps, cross_maps
 
+    @property
+    def max_output_len(self) -> int:
+        """Tokens a search may generate before EOS: the EOS step's input must still have a position."""
+        return self.cfg.max_positions - 1
+
     def project(self, hidden: Tensor) -> Tensor:
         return self.output(hidden)
 

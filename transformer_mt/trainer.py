@@ -396,7 +396,7 @@ class _ValidationSet:
                 batch_loss, batch_nll = smoothed_loss(model(batch.src, batch.tgt_in), batch.tgt_out,
                                                       config.train.label_smoothing)
                 loss, nll, tokens = loss + float(batch_loss), nll + float(batch_nll), tokens + batch.n_tokens
-                for index, hyp in zip(indices.tolist(), greedy(model, batch.src, search, config.model.max_positions)):
+                for index, hyp in zip(indices.tolist(), greedy(model, batch.src, search, model.max_output_len)):
                     hypotheses[index] = self.tokenizers.tgt.decode(hyp.tokens)
             figure = self._attention_figure(model, device)
         model.train()

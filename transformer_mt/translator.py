@@ -89,8 +89,8 @@ class Translator:
         src = self.pad(batch)
         with attention_kernels(self.device), autocast(self.device, self.precision):
             if search.beam_size == 1:
-                return [[h] for h in greedy(self.model, src, search, self.config.model.max_positions - 1)]
-            return beam_search(self.model, src, search, self.config.model.max_positions - 1)
+                return [[h] for h in greedy(self.model, src, search, self.model.max_output_len)]
+            return beam_search(self.model, src, search, self.model.max_output_len)
 
     def pad(self, batch: list[list[int]]) -> torch.Tensor:
         src = torch.full((len(batch), max(map(len, batch))), PAD, dtype=torch.long)
