@@ -178,3 +178,12 @@ def test_average_checkpoints_is_the_mean_and_translates(tmp_path, corpus):
     too_many = subprocess.run([sys.executable, "scripts/average_checkpoints.py", "--run", str(run), "--last", "9"],
                               cwd=ROOT, capture_output=True, text=True)
     assert too_many.returncode == 2 and "fewer than --last 9" in too_many.stderr
+
+
+def test_compiled_training_on_cpu_saves_plain_weights(tmp_path, corpus):
+    config = small_config(tmp_path, corpus, "compiled", max_steps=3, compile=True, checkpoint_every=3)
+    trained = train(config)
+    state = torch.load(Path(config.run.root) / "compiled" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["state"]["step"] == 3
+    assert not any(key.startswith("_orig_mod") for key in state["model"])
+    assert all(torch.isfinite(p).all() for p in trained.model.parameters())
