@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[dev,plot]"
+	$(PY) -m pip install -q -e ".[dev,plot,bench]"
 	@touch $@
 
 train: install
@@ -46,7 +46,7 @@ tensorboard: install
 test: install-dev
 	$(PY) -m pytest -q tests
 
-bench: install
+bench: install-dev
 	$(PY) scripts/bench.py --device $(or $(DEVICE),cpu) $(ARGS)
 
 clean-venv:

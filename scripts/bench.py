@@ -1,34 +1,48 @@
 #!/usr/bin/env python
-"""Benchmarks, run sequentially in one process: matmul peak, training throughput, decoding speed.
+"""Benchmarks, run sequentially in one process, ours side by side with a same-size HF Marian model.
 
-  python scripts/bench.py                      # full run: writes bench.json and prints a Markdown table
-  python scripts/bench.py --smoke              # tiny sizes, seconds (the test suite runs this)
+  python scripts/bench.py                       # full run (~17 min on 2 CPU cores): bench.json + Markdown
+  python scripts/bench.py --smoke               # tiny sizes, checks that everything runs (the tests use it)
+  python scripts/bench.py --no-peer             # without transformers installed
 
-Every figure is the min / median / max of several timed repetitions after a warm-up; compare
-systems by the ratios in bench.json, measured side by side in this one run.
+Sections: 1. matmul peak; 2. our training throughput and MFU; 3. the peer (transformers.MarianMTModel,
+identical dimensions, random init, SDPA, ReLU, tied embeddings, same optimiser and loss) on our batches
+and on Hugging Face-style batches; 4. decoding, ours vs `generate()`, output length forced equal, and our
+cached vs uncached decoder; 5. quality per budget: configs/sample.yaml trained for --train-minutes.
+Every figure is min / median / max over timed repetitions after a warm-up; bench.json["ratios"]
+holds ours / peer medians.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from transformer_mt.batching import collate, encode_pairs, epoch_batches, padding_share, token_batches
+from transformer_mt.batching import Batch, collate, encode_pairs, epoch_batches, padding_share, token_batches
 from transformer_mt.cli import main_guard
 from transformer_mt.config import DataConfig, ModelConfig, TokenizerConfig
 from transformer_mt.data import prepare
+from transformer_mt.errors import UserError
 from transformer_mt.model import Transformer
 from transformer_mt.runtime import attention_kernels, autocast, cpu_supports_bf16
 from transformer_mt.search import SearchConfig, beam_search, greedy
-from transformer_mt.tokenizer import PAD, TokenizerPair
+from transformer_mt.tokenizer import BOS, EOS, PAD, TokenizerPair
+
+ROOT = Path(__file__).resolve().parent.parent
+DECODE_LENGTH = 24  # generated tokens per sentence, forced for both systems (random weights never stop)
 
 
 def timed(fn: Callable[[], object], warmup: int, repeats: int) -> dict[str, float]:
@@ -43,13 +57,12 @@ def timed(fn: Callable[[], object], warmup: int, repeats: int) -> dict[str, floa
 
 
 def per_second(amount: float, seconds: dict[str, float]) -> dict[str, float]:
-    """Throughput from times: the fastest time gives the max rate."""
+    """Rates from times: the fastest repetition gives the max rate."""
     return {"min": amount / seconds["max"], "median": amount / seconds["median"], "max": amount / seconds["min"]}
 
 
 def matmul_peak(size: int, dtype: torch.dtype, device: torch.device, repeats: int) -> dict[str, float]:
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     seconds = timed(lambda: (a @ b, sync()), warmup=2, repeats=repeats)
     return {k: v / 1e9 for k, v in per_second(2 * size**3, seconds).items()}
@@ -65,11 +78,57 @@ def training_flops_per_token(cfg: ModelConfig, vocab: int, src_len: float, tgt_l
     return 3 * (encoder + decoder + 2 * d * vocab)
 
 
+@dataclass
+class System:
+    """One implementation under test: how to build it, run teacher forcing, and decode."""
+    name: str
+    build: Callable[[], torch.nn.Module]
+    logits: Callable[[torch.nn.Module, Batch], torch.Tensor]
+    decode: Callable[[torch.nn.Module, torch.Tensor, int], object]
+    kernels: Callable[[], contextlib.AbstractContextManager]
+
+
+def ours(cfg: ModelConfig, vocab: int, device: torch.device, use_cache: bool = True) -> System:
+    def decode(model, src, beam):
+        search = SearchConfig(beam_size=beam, max_len_a=0.0, max_len_b=DECODE_LENGTH, min_len=DECODE_LENGTH,
+                              use_cache=use_cache)
+        return (greedy if beam == 1 else beam_search)(model, src, search, model.max_output_len)
+
+    return System("ours" if use_cache else "ours_uncached",
+                  lambda: Transformer(cfg, vocab, vocab, shared_vocab=True).to(device),
+                  lambda model, b: model(b.src, b.tgt_in), decode, lambda: attention_kernels(device))
+
+
+def peer(cfg: ModelConfig, vocab: int, device: torch.device) -> System:
+    try:
+        from transformers import MarianConfig, MarianMTModel
+    except ImportError:
+        raise UserError("the peer benchmark needs transformers: pip install -e '.[bench]' (or use --no-peer)") from None
+    marian = MarianConfig(
+        vocab_size=vocab, decoder_vocab_size=vocab, d_model=cfg.d_model, encoder_layers=cfg.encoder_layers,
+        decoder_layers=cfg.decoder_layers, encoder_attention_heads=cfg.n_heads, decoder_attention_heads=cfg.n_heads,
+        encoder_ffn_dim=cfg.d_ff, decoder_ffn_dim=cfg.d_ff, activation_function="relu", dropout=0.0,
+        attention_dropout=0.0, activation_dropout=0.0, max_position_embeddings=cfg.max_positions,
+        scale_embedding=True, pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=BOS,
+        forced_eos_token_id=None, share_encoder_decoder_embeddings=True, tie_word_embeddings=True)
+
+    def decode(model, src, beam):
+        return model.generate(input_ids=src, attention_mask=src != PAD, num_beams=beam, do_sample=False,
+                              min_new_tokens=DECODE_LENGTH, max_new_tokens=DECODE_LENGTH + 1)
+
+    def logits(model, b):
+        return model(input_ids=b.src, attention_mask=b.src != PAD, decoder_input_ids=b.tgt_in).logits
+
+    return System("peer", lambda: MarianMTModel._from_config(marian, attn_implementation="sdpa").to(device),
+                  logits, decode, contextlib.nullcontext)  # the peer runs PyTorch's default SDPA dispatch
+
+
 class Setup:
     def __init__(self, smoke: bool, device: torch.device):
-        pairs = 3000 if smoke else 40000
-        splits = prepare(DataConfig(source="sample", max_pairs=pairs, valid_size=300, test_size=300))
+        splits = prepare(DataConfig(source="sample", max_pairs=3000 if smoke else 40000, valid_size=300,
+                                    test_size=300))
         self.tokenizers = TokenizerPair.train(splits.train, TokenizerConfig(vocab_size=1000 if smoke else 8000))
+        self.vocab = self.tokenizers.src.vocab_size
         self.train_ids = encode_pairs(splits.train, self.tokenizers, 256)
         self.sources = [s for s, _ in splits.test][: 64 if smoke else 256]
         self.model_cfg = (ModelConfig(d_model=64, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=256, dropout=0.0)
@@ -77,65 +136,70 @@ class Setup:
                                                     d_ff=1024, dropout=0.0))
         self.device = device
 
+    def token_batches(self, batch_tokens: int, count: int) -> list[Batch]:
+        """Ours: length-bucketed, capped by tokens."""
+        return [collate(self.train_ids, b).to(self.device)
+                for b in epoch_batches(self.train_ids, batch_tokens, seed=1, epoch=0)[:count]]
 
-def bench_training(setup: Setup, precision: str, batch_tokens: int, steps: int) -> dict:
+    def hf_batches(self, sentences: int, count: int) -> list[Batch]:
+        """What a Hugging Face user gets by default: random order, fixed sentences, padded to the longest."""
+        order = torch.randperm(len(self.train_ids), generator=torch.Generator().manual_seed(1))
+        return [collate(self.train_ids, b).to(self.device) for b in order.split(sentences)[:count]]
+
+    def decode_batches(self, batch_size: int) -> list[torch.Tensor]:
+        encoded = [ids + [EOS] for ids in self.tokenizers.src.encode_batch(self.sources)]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        batches = []
+        for start in range(0, len(order), batch_size):
+            chunk = [encoded[i] for i in order[start : start + batch_size]]
+            src = torch.full((len(chunk), max(map(len, chunk))), PAD, dtype=torch.long)
+            for row, ids in enumerate(chunk):
+                src[row, : len(ids)] = torch.tensor(ids)
+            batches.append(src.to(self.device))
+        return batches
+
+
+def bench_training(system: System, batches: list[Batch], precision: str, device: torch.device) -> dict:
     torch.manual_seed(0)
-    vocab = setup.tokenizers.src.vocab_size
-    model = Transformer(setup.model_cfg, vocab, vocab, shared_vocab=True).to(setup.device)
+    model = system.build()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
-    batches = [collate(setup.train_ids, b).to(setup.device)
-               for b in epoch_batches(setup.train_ids, batch_tokens, seed=1, epoch=0)[: steps]]
     tokens = sum(b.n_tokens for b in batches)
 
     def run_all() -> None:
         for batch in batches:
-            with autocast(setup.device, precision):
-                logits = model(batch.src, batch.tgt_in)
+            with autocast(device, precision):
+                logits = system.logits(model, batch)
             loss = F.cross_entropy(logits.float().flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD,
                                    label_smoothing=0.1, reduction="sum") / batch.n_tokens
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        if setup.device.type == "cuda":
+        if device.type == "cuda":
             torch.cuda.synchronize()
 
-    with attention_kernels(setup.device):
+    with system.kernels():
         seconds = timed(run_all, warmup=1, repeats=3)
-    sentences = sum(b.src.size(0) for b in batches)
-    src_len = sum(int((b.src != PAD).sum()) for b in batches) / sentences  # mean real lengths
-    flops = training_flops_per_token(setup.model_cfg, vocab, src_len, tokens / sentences)
     return {"tokens_per_sec": per_second(tokens, seconds),
             "seconds_per_step": {k: v / len(batches) for k, v in seconds.items()},
-            "train_flops_per_token": flops,
             "padding_share": statistics.mean(padding_share(b) for b in batches)}
 
 
-def bench_decoding(setup: Setup, precision: str, beam_size: int, use_cache: bool, batch_size: int) -> dict:
+def bench_decoding(system: System, batches: list[torch.Tensor], beam: int, precision: str,
+                   device: torch.device) -> dict:
     torch.manual_seed(0)
-    vocab = setup.tokenizers.src.vocab_size
-    model = Transformer(setup.model_cfg, vocab, vocab, shared_vocab=True).to(setup.device).eval()
-    encoded = [ids + [2] for ids in setup.tokenizers.src.encode_batch(setup.sources)]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    batches = []
-    for start in range(0, len(order), batch_size):
-        chunk = [encoded[i] for i in order[start : start + batch_size]]
-        src = torch.full((len(chunk), max(map(len, chunk))), PAD, dtype=torch.long)
-        for row, ids in enumerate(chunk):
-            src[row, : len(ids)] = torch.tensor(ids)
-        batches.append(src.to(setup.device))
-    # A random model never says EOS on its own: force a fixed output length so systems compare fairly.
-    length = 24
-    cfg = SearchConfig(beam_size=beam_size, max_len_a=0.0, max_len_b=length, min_len=length, use_cache=use_cache)
-    search = greedy if beam_size == 1 else beam_search
+    model = system.build().eval()
+    sentences = sum(src.size(0) for src in batches)
 
     def run_all() -> None:
-        with torch.no_grad(), attention_kernels(setup.device), autocast(setup.device, precision):
+        with torch.no_grad(), system.kernels(), autocast(device, precision):
             for src in batches:
-                search(model, src, cfg, 255)
+                system.decode(model, src, beam)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     seconds = timed(run_all, warmup=1, repeats=3)
-    return {"sentences_per_sec": per_second(len(setup.sources), seconds),
-            "tokens_per_sec": per_second(len(setup.sources) * (length + 1), seconds)}
+    return {"sentences_per_sec": per_second(sentences, seconds),
+            "tokens_per_sec": per_second(sentences * (DECODE_LENGTH + 1), seconds)}
 
 
 def padding_shares(setup: Setup, batch_tokens: int) -> dict:
@@ -147,46 +211,105 @@ def padding_shares(setup: Setup, batch_tokens: int) -> dict:
     return {"random_batches": share(shuffled), "bucketed_batches": share(bucketed), "sentences_per_batch": sentences}
 
 
+def quality_per_budget(minutes: float, smoke: bool) -> dict:
+    """Train configs/sample.yaml for a fixed wall-clock budget, then score greedy and beam on its test split."""
+    with tempfile.TemporaryDirectory() as root:
+        config, extra = ("configs/tiny.yaml", ["train.max_steps=20"]) if smoke else ("configs/sample.yaml", [])
+        subprocess.run([sys.executable, "scripts/train.py", config, f"run.root={root}", "run.name=budget",
+                        f"train.max_minutes={minutes}", *extra], cwd=ROOT, check=True, capture_output=True)
+        scores = {}
+        for beam in (1, 4):
+            result = subprocess.run([sys.executable, "scripts/evaluate.py", "--run", f"{root}/budget", "--beam-size",
+                                     str(beam), "--json"], cwd=ROOT, check=True, capture_output=True, text=True)
+            scores["greedy" if beam == 1 else "beam4"] = json.loads(result.stdout)
+    return {"config": config, "minutes": minutes, **scores}
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is visible")
+    precisions = ["fp32"] + (["bf16"] if device.type == "cuda" or cpu_supports_bf16() else [])
+    setup = Setup(args.smoke, device)
+    cfg, vocab = setup.model_cfg, setup.vocab
+    systems = [ours(cfg, vocab, device)] + ([] if args.no_peer else [peer(cfg, vocab, device)])
+    results: dict = {"device": _device_name(device), "torch": torch.__version__, "date": date.today().isoformat(),
+                     "model": vars(cfg), "vocab": vocab, "matmul_gflops": {}, "train": {}, "decode": {}}
+    size, repeats, steps = (256, 3, 4) if args.smoke else (1024, 10, 12)
+    same_batches = setup.token_batches(2048, steps)
+    mean_sentences = round(sum(b.src.size(0) for b in same_batches) / len(same_batches))
+    hf_batches = setup.hf_batches(mean_sentences, steps)
+    decode_batches = setup.decode_batches(64)
+    for precision in precisions:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+        results["matmul_gflops"][precision] = matmul_peak(size, dtype, device, repeats)
+        _log(f"matmul {precision}: {results['matmul_gflops'][precision]['median']:.0f} GFLOP/s")
+        for system in systems:
+            batchings = [("same_batches", same_batches)] + ([("hf_batching", hf_batches)] if system.name == "peer" else [])
+            for batching, batches in batchings:
+                key = f"{system.name}_{batching}_{precision}"
+                results["train"][key] = bench_training(system, batches, precision, device)
+                _log(f"train {key}: {results['train'][key]['tokens_per_sec']['median']:.0f} target tokens/s")
+        for system in systems + [ours(cfg, vocab, device, use_cache=False)]:
+            for name, beam in (("greedy", 1), ("beam4", 4)):
+                key = f"{system.name}_{name}_{precision}"
+                results["decode"][key] = bench_decoding(system, decode_batches, beam, precision, device)
+                _log(f"decode {key}: {results['decode'][key]['sentences_per_sec']['median']:.1f} sentences/s")
+    _add_mfu(results, setup, same_batches, precisions)
+    results["padding"] = padding_shares(setup, 2048)
+    if args.train_minutes > 0:
+        results["quality"] = quality_per_budget(args.train_minutes, args.smoke)
+        _log(f"quality after {args.train_minutes} min: {results['quality']}")
+    results["ratios"] = _ratios(results, precisions, peer_present=not args.no_peer)
+    return results
+
+
+def _add_mfu(results: dict, setup: Setup, batches: list[Batch], precisions: list[str]) -> None:
+    sentences = sum(b.src.size(0) for b in batches)
+    src_len = sum(int((b.src != PAD).sum()) for b in batches) / sentences
+    tgt_len = sum(b.n_tokens for b in batches) / sentences
+    flops = training_flops_per_token(setup.model_cfg, setup.vocab, src_len, tgt_len)
+    results["train_flops_per_token"] = flops
+    for precision in precisions:
+        rate = results["train"][f"ours_same_batches_{precision}"]["tokens_per_sec"]["median"]
+        results["train"][f"ours_same_batches_{precision}"]["mfu"] = \
+            rate * flops / 1e9 / results["matmul_gflops"][precision]["max"]
+
+
+def _ratios(results: dict, precisions: list[str], peer_present: bool) -> dict[str, float]:
+    def med(section: str, key: str, field: str) -> float:
+        return results[section][key][field]["median"]
+
+    ratios = {"cached_vs_uncached": med("decode", "ours_beam4_fp32", "sentences_per_sec")
+              / med("decode", "ours_uncached_beam4_fp32", "sentences_per_sec"),
+              "cached_vs_uncached_greedy": med("decode", "ours_greedy_fp32", "sentences_per_sec")
+              / med("decode", "ours_uncached_greedy_fp32", "sentences_per_sec"),
+              "padding_random_vs_bucketed": results["padding"]["random_batches"] / results["padding"]["bucketed_batches"]}
+    for p in precisions:
+        ratios[f"mfu_{p}"] = results["train"][f"ours_same_batches_{p}"]["mfu"]
+    if "bf16" in precisions:
+        ratios["train_bf16_vs_fp32"] = med("train", "ours_same_batches_bf16", "tokens_per_sec") / \
+            med("train", "ours_same_batches_fp32", "tokens_per_sec")
+    if peer_present:
+        for p in precisions:
+            ours_rate = med("train", f"ours_same_batches_{p}", "tokens_per_sec")
+            ratios[f"train_same_batches_{p}"] = ours_rate / med("train", f"peer_same_batches_{p}", "tokens_per_sec")
+            ratios[f"train_own_batching_{p}"] = ours_rate / med("train", f"peer_hf_batching_{p}", "tokens_per_sec")
+            for name in ("greedy", "beam4"):
+                ratios[f"{name}_{p}"] = med("decode", f"ours_{name}_{p}", "sentences_per_sec") / \
+                    med("decode", f"peer_{name}_{p}", "sentences_per_sec")
+    return ratios
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the benchmark runs, measures nothing")
+    parser.add_argument("--no-peer", action="store_true", help="skip the Hugging Face Marian peer")
+    parser.add_argument("--train-minutes", type=float, default=3.0, help="quality-per-budget training (0: skip)")
     parser.add_argument("--output", default="bench.json")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    precisions = ["fp32"] + (["bf16"] if device.type == "cuda" or cpu_supports_bf16() else [])
-    setup = Setup(args.smoke, device)
-    results: dict = {"device": _device_name(device), "torch": torch.__version__, "date": date.today().isoformat(),
-                     "model": vars(setup.model_cfg), "vocab": setup.tokenizers.src.vocab_size,
-                     "matmul_gflops": {}, "train": {}, "decode": {}}
-    size, repeats, steps = (256, 3, 4) if args.smoke else (1024, 10, 20)
-    for precision in precisions:
-        results["matmul_gflops"][precision] = matmul_peak(size, {"fp32": torch.float32, "bf16": torch.bfloat16}[precision],
-                                                          device, repeats)
-        _log(f"matmul {precision}: {results['matmul_gflops'][precision]['median']:.0f} GFLOP/s")
-        train = bench_training(setup, precision, 2048, steps)
-        train["mfu"] = train["tokens_per_sec"]["median"] * train["train_flops_per_token"] / 1e9 / \
-            results["matmul_gflops"][precision]["max"]
-        results["train"][precision] = train
-        _log(f"train {precision}: {train['tokens_per_sec']['median']:.0f} target tokens/s, MFU {train['mfu']:.2f}")
-        for name, beam, cache in (("greedy", 1, True), ("greedy_uncached", 1, False), ("beam4", 4, True),
-                                  ("beam4_uncached", 4, False)):
-            results["decode"][f"{name}_{precision}"] = bench_decoding(setup, precision, beam, cache, 64)
-            _log(f"decode {name} {precision}: "
-                 f"{results['decode'][f'{name}_{precision}']['sentences_per_sec']['median']:.1f} sentences/s")
-    results["padding"] = padding_shares(setup, 2048)
-    med = lambda section, key, field: results[section][key][field]["median"]  # noqa: E731
-    results["ratios"] = {
-        "cached_vs_uncached_greedy": med("decode", "greedy_fp32", "sentences_per_sec")
-        / med("decode", "greedy_uncached_fp32", "sentences_per_sec"),
-        "cached_vs_uncached": med("decode", "beam4_fp32", "sentences_per_sec")
-        / med("decode", "beam4_uncached_fp32", "sentences_per_sec"),
-        "padding_random_vs_bucketed": results["padding"]["random_batches"] / results["padding"]["bucketed_batches"],
-    }
-    if "bf16" in precisions:
-        results["ratios"]["train_bf16_vs_fp32"] = med("train", "bf16", "tokens_per_sec") / med("train", "fp32",
-                                                                                               "tokens_per_sec")
-        results["ratios"]["mfu_bf16"] = results["train"]["bf16"]["mfu"]
+    results = run(args)
     Path(args.output).write_text(json.dumps(results, indent=2))
     print(_markdown(results))
     return 0
@@ -201,14 +324,15 @@ def _device_name(device: torch.device) -> str:
 def _markdown(results: dict) -> str:
     lines = [f"device: {results['device']} · torch {results['torch']} · {results['date']}", "",
              "| figure | min | median | max |", "|---|---|---|---|"]
-    for precision, value in results["matmul_gflops"].items():
-        lines.append(_row(f"matmul GFLOP/s, {precision}", value))
-    for precision, value in results["train"].items():
-        lines.append(_row(f"training target tokens/s, {precision}", value["tokens_per_sec"]))
-    for name, value in results["decode"].items():
-        lines.append(_row(f"decoding sentences/s, {name}", value["sentences_per_sec"]))
-    lines += ["", "| ratio | value |", "|---|---|"]
+    lines += [_row(f"matmul GFLOP/s, {p}", v) for p, v in results["matmul_gflops"].items()]
+    lines += [_row(f"training target tokens/s, {k}", v["tokens_per_sec"]) for k, v in results["train"].items()]
+    lines += [_row(f"decoding sentences/s, {k}", v["sentences_per_sec"]) for k, v in results["decode"].items()]
+    lines += ["", "| ratio (medians) | value |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in results["ratios"].items()]
+    if "quality" in results:
+        q = results["quality"]
+        lines += ["", f"quality after {q['minutes']} min of {q['config']}: greedy BLEU {q['greedy']['bleu']} "
+                      f"chrF {q['greedy']['chrf']}; beam-4 BLEU {q['beam4']['bleu']} chrF {q['beam4']['chrf']}"]
     return "\n".join(lines)
 
 

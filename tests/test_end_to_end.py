@@ -141,3 +141,18 @@ def test_evaluate_cli_matches_sacrebleu_on_model_output(trained, tmp_path):
     assert report["bleu"] == pytest.approx(
         sacrebleu.corpus_bleu(hyps, [refs], tokenize="13a", smooth_method="none").score, abs=0.01)
     assert report["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score, abs=0.01)
+
+
+def test_attention_heatmaps_in_tensorboard_and_from_translate(trained, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run, _, train_pairs = trained
+    events = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0}).Reload()
+    assert "valid/cross_attention" in events.Tags()["images"]
+    assert {"valid/bleu", "valid/chrf", "valid/loss", "valid/nll", "valid/ppl", "train/loss", "train/lr",
+            "train/tokens_per_sec"} <= set(events.Tags()["scalars"])
+    picture = tmp_path / "attention.png"
+    result = cli("scripts/translate.py", "--run", str(run), "--attention", str(picture), train_pairs[0][0])
+    assert result.returncode == 0, result.stderr
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result.stdout.strip() == train_pairs[0][1]

@@ -187,3 +187,10 @@ def test_compiled_training_on_cpu_saves_plain_weights(tmp_path, corpus):
     assert state["state"]["step"] == 3
     assert not any(key.startswith("_orig_mod") for key in state["model"])
     assert all(torch.isfinite(p).all() for p in trained.model.parameters())
+
+
+def test_early_stopping_on_validation_bleu(tmp_path, corpus):
+    # A model this small stays at BLEU 0: the first validation is the best, the next is not better.
+    config = small_config(tmp_path, corpus, "patience", max_steps=100, valid_every=5, patience=1)
+    result = train(config)
+    assert result.state.step == 10 and result.state.stale_validations == 1
