@@ -2,12 +2,12 @@
 mixed precision, gradient accumulation, validation (BLEU/chrF), TensorBoard, checkpoints, resume, DDP."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -25,7 +25,7 @@ from .model import Transformer, count_parameters
 from .pipeline import Prepared
 from .runtime import attention_kernels, autocast, pick_device, pick_precision, rng_state, set_rng_state
 from .search import SearchConfig, greedy
-from .tokenizer import BOS, PAD
+from .tokenizer import PAD
 
 
 @dataclass
@@ -238,7 +238,7 @@ class Trainer:
 
     def _maybe_no_sync(self, sync: bool):
         if sync or not isinstance(self.step_model, nn.parallel.DistributedDataParallel):
-            return _null()
+            return contextlib.nullcontext()
         return self.step_model.no_sync()
 
     def _global_tokens(self, n_tokens: int) -> int:
@@ -331,14 +331,6 @@ class Trainer:
     def _log(self, message: str) -> None:
         if self.dist.is_main:
             tqdm.write(message)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _Window:

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from . import checkpoint as ckpt
 from .config import Config, from_dict
@@ -97,7 +96,3 @@ class Translator:
         for row, ids in enumerate(batch):
             src[row, : len(ids)] = torch.tensor(ids)
         return src.to(self.device)
-
-
-def saved_config(run: RunPaths) -> Config:
-    return from_dict(yaml.safe_load(run.config.read_text()), origin=str(run.config))
