@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from transformer_mt.batching import Batch, collate, encode_pairs, epoch_batches, padding_share, token_batches
+from transformer_mt.batching import (Batch, collate, encode_pairs, epoch_batches, pad_batch, padding_share,
+                                     token_batches)
 from transformer_mt.cli import main_guard
 from transformer_mt.config import DataConfig, ModelConfig, TokenizerConfig
 from transformer_mt.data import prepare
@@ -149,14 +150,8 @@ class Setup:
     def decode_batches(self, batch_size: int) -> list[torch.Tensor]:
         encoded = [ids + [EOS] for ids in self.tokenizers.src.encode_batch(self.sources)]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        batches = []
-        for start in range(0, len(order), batch_size):
-            chunk = [encoded[i] for i in order[start : start + batch_size]]
-            src = torch.full((len(chunk), max(map(len, chunk))), PAD, dtype=torch.long)
-            for row, ids in enumerate(chunk):
-                src[row, : len(ids)] = torch.tensor(ids)
-            batches.append(src.to(self.device))
-        return batches
+        return [pad_batch([encoded[i] for i in order[start : start + batch_size]], self.device)
+                for start in range(0, len(order), batch_size)]
 
 
 def bench_training(system: System, batches: list[Batch], precision: str, device: torch.device) -> dict:

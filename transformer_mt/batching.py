@@ -91,6 +91,12 @@ class Batch:
         return Batch(*(t.to(device, non_blocking=True) for t in (self.src, self.tgt_in, self.tgt_out)))
 
 
+def pad_batch(sequences: list[list[int]], device: torch.device | str = "cpu") -> Tensor:
+    """Token-id lists → one right-padded (B, longest) tensor (decoding input)."""
+    return pad_sequence([torch.tensor(s, dtype=torch.long) for s in sequences], batch_first=True,
+                        padding_value=PAD).to(device)
+
+
 def collate(corpus: EncodedCorpus, indices: Tensor) -> Batch:
     eos, bos = torch.tensor([EOS], dtype=torch.int32), torch.tensor([BOS], dtype=torch.int32)
     src = [torch.cat([corpus.src(i), eos]) for i in indices.tolist()]

@@ -8,13 +8,14 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
+from .batching import pad_batch
 from .config import Config, from_dict
 from .errors import UserError
 from .model import Transformer
 from .run import RunPaths, latest_run, open_run
 from .runtime import attention_kernels, autocast, pick_device
 from .search import Hypothesis, SearchConfig, beam_search, greedy
-from .tokenizer import EOS, PAD, TokenizerPair
+from .tokenizer import EOS, TokenizerPair
 
 
 @dataclass
@@ -85,14 +86,8 @@ class Translator:
         return results
 
     def _search(self, batch: list[list[int]], search: SearchConfig) -> list[list[Hypothesis]]:
-        src = self.pad(batch)
+        src = pad_batch(batch, self.device)
         with attention_kernels(self.device), autocast(self.device, self.precision):
             if search.beam_size == 1:
                 return [[h] for h in greedy(self.model, src, search, self.model.max_output_len)]
             return beam_search(self.model, src, search, self.model.max_output_len)
-
-    def pad(self, batch: list[list[int]]) -> torch.Tensor:
-        src = torch.full((len(batch), max(map(len, batch))), PAD, dtype=torch.long)
-        for row, ids in enumerate(batch):
-            src[row, : len(ids)] = torch.tensor(ids)
-        return src.to(self.device)
