@@ -91,6 +91,24 @@ def test_incremental_decoding_equals_full_forward(norm_first):
     assert cache.length == tgt.size(1)
 
 
+@pytest.mark.parametrize("incremental", [False, True])
+def test_beams_share_one_memory_row_per_sentence(incremental):
+    """g decoder rows per sentence against one memory row equal the memory repeated g times."""
+    model, g = tiny(), 3
+    src = tokens(2, 7)
+    src[1, 5:] = PAD
+    tgt = torch.cat([torch.full((2 * g, 1), BOS), tokens(2 * g, 4)], 1)
+    memory, mask, _ = model.encode(src)
+    repeated = memory.repeat_interleave(g, 0), mask.repeat_interleave(g, 0)
+    if incremental:
+        shared_cache, repeated_cache = DecoderCache(), DecoderCache()
+        shared = torch.stack([model.decode_step(tgt[:, t : t + 1], memory, mask, shared_cache) for t in range(5)], 1)
+        expected = torch.stack([model.decode_step(tgt[:, t : t + 1], *repeated, repeated_cache) for t in range(5)], 1)
+    else:
+        shared, expected = model.decode(tgt, memory, mask)[0], model.decode(tgt, *repeated)[0]
+    torch.testing.assert_close(shared, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_weight_tying():
     model = tiny(tie=True, shared=True)
     assert model.output.weight is model.tgt_embed.weight is model.src_embed.weight

@@ -132,6 +132,39 @@ def test_cached_greedy_equals_full_recompute():
         assert hyp.logprob == pytest.approx(score, abs=1e-4)
 
 
+@torch.no_grad()
+def full_recompute_beam(model, src_row, k, max_len, alpha):
+    """Reference: one sentence, python lists, the whole decoder re-run for every beam at every step."""
+    beams, finished = [([], 0.0)], []
+    for step in range(max_len + 1):
+        candidates = []
+        for index, (prefix, score) in enumerate(beams):
+            logp = F.log_softmax(model(src_row, torch.tensor([[BOS] + prefix]))[0, -1], -1)
+            if step == max_len:  # only EOS may follow
+                logp = torch.full_like(logp, float("-inf")).index_fill(0, torch.tensor([EOS]), float(logp[EOS]))
+            candidates += [(score + float(lp), index, token) for token, lp in enumerate(logp.tolist())]
+        candidates.sort(key=lambda c: -c[0])
+        top = candidates[: 2 * k]
+        for total, index, token in top[:k]:
+            if token == EOS and len(finished) < k:
+                finished.append((beams[index][0], total / length_penalty(step + 1, "gnmt", alpha)))
+        if len(finished) >= k:
+            break
+        beams = [(beams[index][0] + [token], total) for total, index, token in top if token != EOS][:k]
+    return sorted(finished, key=lambda f: -f[1])
+
+
+def test_beam_search_equals_a_full_recompute_reference():
+    model, src = random_model(4), batch_of_sources()
+    cfg = SearchConfig(beam_size=3, nbest=3, alpha=0.6, max_len_a=1.0, max_len_b=3)
+    limits = max_lengths(src, 1.0, 3, 60)
+    for row, hyps in enumerate(beam_search(model, src, cfg, 60)):
+        alone = src[row : row + 1, : int((src[row] != PAD).sum())]
+        reference = full_recompute_beam(model, alone, 3, int(limits[row]), 0.6)
+        assert [h.tokens for h in hyps] == [tokens for tokens, _ in reference]
+        assert [h.score for h in hyps] == pytest.approx([score for _, score in reference], abs=1e-4)
+
+
 def test_beam_search_batch_equals_one_by_one():
     model, src = random_model(2), batch_of_sources()
     cfg = SearchConfig(beam_size=4, nbest=2, max_len_a=1.0, max_len_b=4)

@@ -60,13 +60,17 @@ class DecoderCache:
     layers: list[LayerCache] = field(default_factory=list)
     length: int = 0  # target positions already decoded
 
-    def reorder(self, index: Tensor) -> None:
-        """Keep/reorder batch rows (beam search reorders beams and drops finished sentences)."""
+    def reorder(self, index: Tensor, sentences: Tensor | None = None) -> None:
+        """Keep/reorder rows of the self-attention K/V (beam search reorders beams every step) and,
+        given `sentences`, rows of the cross-attention K/V, which hold one copy per sentence."""
         for layer in self.layers:
-            for name in ("self_k", "self_v", "cross_k", "cross_v"):
-                value = getattr(layer, name)
-                if value is not None:
-                    setattr(layer, name, value.index_select(0, index))
+            layer.self_k, layer.self_v = _select(layer.self_k, index), _select(layer.self_v, index)
+            if sentences is not None:
+                layer.cross_k, layer.cross_v = _select(layer.cross_k, sentences), _select(layer.cross_v, sentences)
+
+
+def _select(value: Tensor | None, index: Tensor) -> Tensor | None:
+    return None if value is None else value.index_select(0, index)
 
 
 class MultiHeadAttention(nn.Module):
@@ -85,13 +89,16 @@ class MultiHeadAttention(nn.Module):
                 causal: bool = False, cache: LayerCache | None = None,
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         if self.cross:
-            q = self._heads(self.q_proj(x))
             if cache is not None and cache.cross_k is not None:
                 k, v = cache.cross_k, cache.cross_v
             else:
                 k, v = (self._heads(t) for t in self.in_proj(memory).chunk(2, dim=-1))
                 if cache is not None:
                     cache.cross_k, cache.cross_v = k, v
+            # Beam search keeps one memory per sentence: its g consecutive beam rows become g·T
+            # queries against that one copy, so the memory is neither repeated nor reordered.
+            rows, length = x.shape[:2]
+            q = self._heads(self.q_proj(x).view(k.size(0), -1, x.size(-1)))
         else:
             q, k, v = (self._heads(t) for t in self.in_proj(x).chunk(3, dim=-1))
             if cache is not None:
@@ -101,7 +108,10 @@ class MultiHeadAttention(nn.Module):
                 causal = causal and q.size(2) > 1
         dropout = self.dropout if self.training else 0.0
         out, weights = attend(q, k, v, mask, causal, dropout, need_weights)
-        return self.out_proj(out.transpose(1, 2).flatten(2)), weights
+        out = out.transpose(1, 2).flatten(2)
+        if self.cross:
+            out = out.view(rows, length, -1)
+        return self.out_proj(out), weights
 
 
 class FeedForward(nn.Sequential):
@@ -238,9 +248,11 @@ class Transformer(nn.Module):
         return self.project(hidden)
 
     def decode_step(self, tokens: Tensor, memory: Tensor, src_mask: Tensor, cache: DecoderCache) -> Tensor:
-        """Incremental decoding: the newest tokens (B, 1) → log-probabilities (B, V) of the next one."""
+        """Incremental decoding: the newest tokens (B, 1) → log-probabilities (B, V) of the next one.
+
+        `memory` and `src_mask` may hold one row per sentence for B = sentences × beams rows."""
         hidden, _, _ = self.decode(tokens, memory, src_mask, cache)
-        return F.log_softmax(self.project(hidden[:, -1]).float(), dim=-1)
+        return F.log_softmax(self.project(hidden[:, -1]), dim=-1, dtype=torch.float32)
 
     def attention_maps(self, src: Tensor, tgt_in: Tensor) -> AttentionMaps:
         """Attention probabilities of one real forward pass (eval mode, no dropout)."""

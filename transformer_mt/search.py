@@ -85,7 +85,7 @@ def greedy(model, src: Tensor, cfg: SearchConfig, limit: int) -> list[Hypothesis
                 break
             alive, history, scores = alive[keep], history[keep], scores[keep]
             memory, mask = memory.index_select(0, keep), mask.index_select(0, keep)
-            cache.reorder(keep)
+            cache.reorder(keep, keep)
     return results
 
 
@@ -94,54 +94,59 @@ def beam_search(model, src: Tensor, cfg: SearchConfig, limit: int) -> list[list[
     """Batched beam search; returns up to `nbest` hypotheses per sentence, best first.
 
     Each step takes the top 2k of the k·V extensions: EOS among the first k finishes a hypothesis,
-    the best k others continue. A sentence leaves the batch once k hypotheses are final.
+    the best k others continue. A sentence leaves the batch once k hypotheses are final. The memory
+    stays one row per sentence (the decoder shares it among that sentence's beams).
     """
     k, n, device = cfg.beam_size, src.size(0), src.device
     memory, mask, _ = model.encode(src)
     max_len = max_lengths(src, cfg.max_len_a, cfg.max_len_b, limit)
-    expand = torch.arange(n, device=device).repeat_interleave(k)
-    memory, mask = memory.index_select(0, expand), mask.index_select(0, expand)
-    sentence = torch.arange(n, device=device)  # original sentence of each alive block of k rows
+    sentence = torch.arange(n, device=device)  # original sentence of each alive block of beams
     scores = torch.zeros(n, k, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
-    history = torch.full((n * k, 1), BOS, dtype=torch.long, device=device)
+    width = 1  # rows per sentence in `history` and the cache: the k beams are one row until step 1
+    history = torch.full((n, 1), BOS, dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(n)]
     cache = DecoderCache()
     for step in range(int(max_len.max()) + 1):
         logprobs = _step_logprobs(model, history, memory, mask, cache, step,
-                                  max_len[sentence].repeat_interleave(k), cfg)
+                                  max_len[sentence].repeat_interleave(width), cfg)
         vocab = logprobs.size(1)
-        candidates = (scores.unsqueeze(2) + logprobs.view(-1, k, vocab)).view(-1, k * vocab)
+        candidates = (scores.unsqueeze(2) + logprobs.view(-1, width, vocab)).view(-1, k * vocab)
         top_scores, top_index = candidates.topk(min(2 * k, k * vocab), dim=1)
-        top_beam, top_token = top_index // vocab, top_index % vocab
+        # Row of `history` each candidate extends (while width is 1, every beam is that one row).
+        top_row, top_token = top_index // vocab % width, top_index % vocab
         is_eos = top_token == EOS
-        _finish(finished, sentence, history, top_scores, top_beam, top_token, is_eos, k, step, cfg)
+        _finish(finished, sentence, history, top_scores, top_row, top_token, is_eos, k, width, step, cfg)
         # The k best extensions that are not EOS continue (topk is sorted, so keep the order).
         rank = is_eos.long() * (2 * k) + torch.arange(top_index.size(1), device=device)
         keep_col = rank.argsort(dim=1)[:, :k]
         scores = top_scores.gather(1, keep_col)
-        beam = top_beam.gather(1, keep_col)
+        row = top_row.gather(1, keep_col)
         token = top_token.gather(1, keep_col)
-        done = torch.tensor([len(finished[s]) >= k for s in sentence.tolist()], device=device)
-        blocks = (~done).nonzero().squeeze(1)
-        if blocks.numel() == 0:
+        alive = [len(finished[s]) < k for s in sentence.tolist()]
+        if not any(alive):
             break
-        rows = (blocks.unsqueeze(1) * k + beam[blocks]).view(-1)  # source row of each new beam
+        blocks = torch.tensor(alive, device=device).nonzero().squeeze(1)
+        rows = (blocks.unsqueeze(1) * width + row[blocks]).view(-1)  # source row of each new beam
         history = torch.cat([history.index_select(0, rows), token[blocks].view(-1, 1)], dim=1)
-        scores, sentence = scores[blocks], sentence[blocks]
-        memory, mask = memory.index_select(0, rows), mask.index_select(0, rows)
-        cache.reorder(rows)
+        scores, width = scores[blocks], k
+        if blocks.numel() < sentence.numel():  # some sentences are done: drop their memory too
+            sentence, memory, mask = sentence[blocks], memory[blocks], mask[blocks]
+            cache.reorder(rows, blocks)
+        else:
+            cache.reorder(rows)
     return [sorted(hyps, key=lambda h: -h.score)[: cfg.nbest] for hyps in finished]
 
 
 def _finish(finished: list[list[Hypothesis]], sentence: Tensor, history: Tensor, top_scores: Tensor,
-            top_beam: Tensor, top_token: Tensor, is_eos: Tensor, k: int, step: int, cfg: SearchConfig) -> None:
+            top_row: Tensor, top_token: Tensor, is_eos: Tensor, k: int, width: int, step: int,
+            cfg: SearchConfig) -> None:
     """Store the EOS extensions ranked within the first k as final, length-normalised hypotheses."""
     block, col = is_eos[:, :k].nonzero(as_tuple=True)
     if block.numel() == 0:
         return
     penalty = length_penalty(step + 1, cfg.length_penalty, cfg.alpha)  # tokens + EOS
-    rows = (block * k + top_beam[block, col]).tolist()
+    rows = (block * width + top_row[block, col]).tolist()
     owners = sentence[block].tolist()
     for owner, row, score in zip(owners, rows, top_scores[block, col].tolist()):
         if score == float("-inf") or len(finished[owner]) >= k:
