@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.conftest import write_jsonl
@@ -156,3 +157,16 @@ def test_attention_heatmaps_in_tensorboard_and_from_translate(trained, tmp_path)
     assert result.returncode == 0, result.stderr
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result.stdout.strip() == train_pairs[0][1]
+
+
+def test_bf16_decoding_casts_the_weights_and_keeps_the_translations(trained):
+    from transformer_mt.run import open_run
+    from transformer_mt.translator import Translator
+    _, run, _, train_pairs = trained
+    sources = [en for en, _ in train_pairs[:40]]
+    fp32, bf16 = (Translator(open_run(run), device="cpu", precision=p) for p in ("fp32", "bf16"))
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    search = fp32.search_config(beam_size=3)
+    full = [t[0].text for t in fp32.translate(sources, search)]
+    half = [t[0].text for t in bf16.translate(sources, search)]
+    assert sum(a == b for a, b in zip(full, half)) >= 0.9 * len(sources), list(zip(full, half))

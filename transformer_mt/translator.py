@@ -13,7 +13,7 @@ from .config import Config, from_dict
 from .errors import UserError
 from .model import Transformer
 from .run import RunPaths, latest_run, open_run
-from .runtime import attention_kernels, autocast, pick_device
+from .runtime import DTYPES, attention_kernels, pick_device
 from .search import Hypothesis, SearchConfig, beam_search, greedy
 from .tokenizer import EOS, TokenizerPair
 
@@ -36,7 +36,8 @@ class Translator:
         self.model = Transformer(self.config.model, state["vocab"]["src"], state["vocab"]["tgt"],
                                  shared_vocab=state["vocab"]["joint"]).to(self.device)
         self.model.load_state_dict(state["model"])
-        self.model.eval()
+        # Inference casts the weights once (autocast would re-cast every weight at every step).
+        self.model.eval().to(DTYPES[precision])
         self.checkpoint, self.step = path, state["state"]["step"]
         self.precision = precision
         self.max_source = self.config.model.max_positions - 1
@@ -87,7 +88,7 @@ class Translator:
 
     def _search(self, batch: list[list[int]], search: SearchConfig) -> list[list[Hypothesis]]:
         src = pad_batch(batch, self.device)
-        with attention_kernels(self.device), autocast(self.device, self.precision):
+        with attention_kernels(self.device):
             if search.beam_size == 1:
                 return [[h] for h in greedy(self.model, src, search, self.model.max_output_len)]
             return beam_search(self.model, src, search, self.model.max_output_len)
