@@ -9,8 +9,11 @@ Sections: 1. matmul peak; 2. our training throughput and MFU; 3. the peer (trans
 identical dimensions, random init, SDPA, ReLU, tied embeddings, same optimiser and loss) on our batches
 and on Hugging Face-style batches; 4. decoding, ours vs `generate()`, output length forced equal, and our
 cached vs uncached decoder; 5. quality per budget: configs/sample.yaml trained for --train-minutes.
-Every figure is min / median / max over timed repetitions after a warm-up; bench.json["ratios"]
-holds ours / peer medians.
+Every figure is min / median / max over timed repetitions after a warm-up; the systems compared in
+one table take turns at each repetition. bf16 decoding casts the weights once (as translate.py
+--precision bf16 does; HF's torch_dtype does the same). bench.json["ratios"] holds ours / peer medians
+and, for decoding, the `_ceiling`: the peer's time over the matmul floor (the decoding FLOPs at the
+measured matmul peak), i.e. the highest ratio that any implementation of the same maths could reach.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ from transformer_mt.config import DataConfig, ModelConfig, TokenizerConfig
 from transformer_mt.data import prepare
 from transformer_mt.errors import UserError
 from transformer_mt.model import Transformer
-from transformer_mt.runtime import attention_kernels, autocast, cpu_supports_bf16
+from transformer_mt.runtime import DTYPES, attention_kernels, autocast, cpu_supports_bf16
 from transformer_mt.search import SearchConfig, beam_search, greedy
 from transformer_mt.tokenizer import BOS, EOS, PAD, TokenizerPair
 
@@ -46,15 +49,18 @@ ROOT = Path(__file__).resolve().parent.parent
 DECODE_LENGTH = 24  # generated tokens per sentence, forced for both systems (random weights never stop)
 
 
-def timed(fn: Callable[[], object], warmup: int, repeats: int) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    seconds = []
+def side_by_side(jobs: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Time every job `repeats` times, taking turns, so that a slow spell of a shared machine hits all alike."""
+    for job in jobs.values():
+        for _ in range(warmup):
+            job()
+    seconds: dict[str, list[float]] = {name: [] for name in jobs}
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - started)
-    return {"min": min(seconds), "median": statistics.median(seconds), "max": max(seconds)}
+        for name, job in jobs.items():
+            started = time.perf_counter()
+            job()
+            seconds[name].append(time.perf_counter() - started)
+    return {name: {"min": min(s), "median": statistics.median(s), "max": max(s)} for name, s in seconds.items()}
 
 
 def per_second(amount: float, seconds: dict[str, float]) -> dict[str, float]:
@@ -65,7 +71,7 @@ def per_second(amount: float, seconds: dict[str, float]) -> dict[str, float]:
 def matmul_peak(size: int, dtype: torch.dtype, device: torch.device, repeats: int) -> dict[str, float]:
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    seconds = timed(lambda: (a @ b, sync()), warmup=2, repeats=repeats)
+    seconds = side_by_side({"matmul": lambda: (a @ b, sync())}, warmup=2, repeats=repeats)["matmul"]
     return {k: v / 1e9 for k, v in per_second(2 * size**3, seconds).items()}
 
 
@@ -77,6 +83,23 @@ def training_flops_per_token(cfg: ModelConfig, vocab: int, src_len: float, tgt_l
     decoder = cfg.decoder_layers * (2 * 4 * d * d + 2 * 2 * d * ff + 2 * 2 * tgt_len * d  # self-attn, FFN
                                     + 2 * 2 * d * d + ratio * 2 * 2 * d * d + 2 * 2 * src_len * d)  # cross
     return 3 * (encoder + decoder + 2 * d * vocab)
+
+
+def decoding_flops(cfg: ModelConfig, vocab: int, batches: list[torch.Tensor], beam: int,
+                   attention: bool = True) -> float:
+    """Matmul FLOPs of decoding DECODE_LENGTH + 1 steps: encoder, cross K/V, then every beam row at every
+    step (beams of a sentence are one row at the first step), output layer and, unless told not to,
+    attention over the real (unpadded) positions."""
+    d, ff, total = cfg.d_model, cfg.d_ff, 0.0
+    for src in batches:
+        n, lengths = src.size(0), (src != PAD).sum(1).float()
+        total += float(lengths.sum()) * (cfg.encoder_layers * (8 * d * d + 4 * d * ff) + cfg.decoder_layers * 4 * d * d)
+        total += attention * cfg.encoder_layers * 4 * d * float((lengths**2).sum())
+        for step in range(DECODE_LENGTH + 1):
+            rows = n if step == 0 else n * beam
+            total += rows * (cfg.decoder_layers * (12 * d * d + 4 * d * ff) + 2 * d * vocab)
+            total += attention * cfg.decoder_layers * 4 * d * (rows * (step + 1) + rows // n * float(lengths.sum()))
+    return total
 
 
 @dataclass
@@ -154,47 +177,41 @@ class Setup:
                 for start in range(0, len(order), batch_size)]
 
 
-def bench_training(system: System, batches: list[Batch], precision: str, device: torch.device) -> dict:
+def training_job(system: System, batches: list[Batch], precision: str, device: torch.device) -> Callable[[], None]:
     torch.manual_seed(0)
     model = system.build()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
-    tokens = sum(b.n_tokens for b in batches)
 
     def run_all() -> None:
-        for batch in batches:
-            with autocast(device, precision):
-                logits = system.logits(model, batch)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD,
-                                   label_smoothing=0.1, reduction="sum") / batch.n_tokens
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        with system.kernels():
+            for batch in batches:
+                with autocast(device, precision):
+                    logits = system.logits(model, batch)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD,
+                                       label_smoothing=0.1, reduction="sum") / batch.n_tokens
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    with system.kernels():
-        seconds = timed(run_all, warmup=1, repeats=3)
-    return {"tokens_per_sec": per_second(tokens, seconds),
-            "seconds_per_step": {k: v / len(batches) for k, v in seconds.items()},
-            "padding_share": statistics.mean(padding_share(b) for b in batches)}
+    return run_all
 
 
-def bench_decoding(system: System, batches: list[torch.Tensor], beam: int, precision: str,
-                   device: torch.device) -> dict:
+def decoding_job(system: System, batches: list[torch.Tensor], beam: int, precision: str,
+                 device: torch.device) -> Callable[[], None]:
+    """Inference in bf16 casts the weights once, as translate.py does (and HF's torch_dtype)."""
     torch.manual_seed(0)
-    model = system.build().eval()
-    sentences = sum(src.size(0) for src in batches)
+    model = system.build().eval().to(DTYPES[precision])
 
     def run_all() -> None:
-        with torch.no_grad(), system.kernels(), autocast(device, precision):
+        with torch.no_grad(), system.kernels():
             for src in batches:
                 system.decode(model, src, beam)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    seconds = timed(run_all, warmup=1, repeats=3)
-    return {"sentences_per_sec": per_second(sentences, seconds),
-            "tokens_per_sec": per_second(sentences * (DECODE_LENGTH + 1), seconds)}
+    return run_all
 
 
 def padding_shares(setup: Setup, batch_tokens: int) -> dict:
@@ -229,27 +246,24 @@ def run(args: argparse.Namespace) -> dict:
     cfg, vocab = setup.model_cfg, setup.vocab
     systems = [ours(cfg, vocab, device)] + ([] if args.no_peer else [peer(cfg, vocab, device)])
     results: dict = {"device": _device_name(device), "torch": torch.__version__, "date": date.today().isoformat(),
-                     "model": vars(cfg), "vocab": vocab, "matmul_gflops": {}, "train": {}, "decode": {}}
+                     "model": vars(cfg), "vocab": vocab, "matmul_gflops": {}, "train": {}, "decode": {},
+                     "decode_matmul_floor_seconds": {}}
     size, repeats, steps = (256, 3, 4) if args.smoke else (1024, 10, 12)
     same_batches = setup.token_batches(2048, steps)
     mean_sentences = round(sum(b.src.size(0) for b in same_batches) / len(same_batches))
     hf_batches = setup.hf_batches(mean_sentences, steps)
     decode_batches = setup.decode_batches(64)
+    results["decode_sentences"] = sum(src.size(0) for src in decode_batches)
     for precision in precisions:
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-        results["matmul_gflops"][precision] = matmul_peak(size, dtype, device, repeats)
+        results["matmul_gflops"][precision] = matmul_peak(size, DTYPES[precision], device, repeats)
         _log(f"matmul {precision}: {results['matmul_gflops'][precision]['median']:.0f} GFLOP/s")
-        for system in systems:
-            batchings = [("same_batches", same_batches)] + ([("hf_batching", hf_batches)] if system.name == "peer" else [])
-            for batching, batches in batchings:
-                key = f"{system.name}_{batching}_{precision}"
-                results["train"][key] = bench_training(system, batches, precision, device)
-                _log(f"train {key}: {results['train'][key]['tokens_per_sec']['median']:.0f} target tokens/s")
-        for system in systems + [ours(cfg, vocab, device, use_cache=False)]:
-            for name, beam in (("greedy", 1), ("beam4", 4)):
-                key = f"{system.name}_{name}_{precision}"
-                results["decode"][key] = bench_decoding(system, decode_batches, beam, precision, device)
-                _log(f"decode {key}: {results['decode'][key]['sentences_per_sec']['median']:.1f} sentences/s")
+        batchings = {"same_batches": same_batches, "hf_batching": hf_batches}
+        _bench_training(results, systems, batchings, precision, device)
+        _bench_decoding(results, systems + [ours(cfg, vocab, device, use_cache=False)], decode_batches, precision,
+                        device)
+        for name, beam in (("greedy", 1), ("beam4", 4)):  # no implementation decodes faster than this
+            results["decode_matmul_floor_seconds"][f"{name}_{precision}"] = \
+                decoding_flops(cfg, vocab, decode_batches, beam) / 1e9 / results["matmul_gflops"][precision]["max"]
     _add_mfu(results, setup, same_batches, precisions)
     results["padding"] = padding_shares(setup, 2048)
     if args.train_minutes > 0:
@@ -257,6 +271,35 @@ def run(args: argparse.Namespace) -> dict:
         _log(f"quality after {args.train_minutes} min: {results['quality']}")
     results["ratios"] = _ratios(results, precisions, peer_present=not args.no_peer)
     return results
+
+
+def _bench_training(results: dict, systems: list[System], batchings: dict[str, list[Batch]], precision: str,
+                    device: torch.device) -> None:
+    """Ours on its own batches; the peer on the same batches and on Hugging Face-style ones."""
+    jobs, batches_of = {}, {}
+    for system in systems:
+        for batching, batches in batchings.items():
+            if system.name == "peer" or batching == "same_batches":
+                key = f"{system.name}_{batching}_{precision}"
+                jobs[key], batches_of[key] = training_job(system, batches, precision, device), batches
+    for key, seconds in side_by_side(jobs, warmup=1, repeats=3).items():
+        batches = batches_of[key]
+        results["train"][key] = {"tokens_per_sec": per_second(sum(b.n_tokens for b in batches), seconds),
+                                 "seconds_per_step": {k: v / len(batches) for k, v in seconds.items()},
+                                 "padding_share": statistics.mean(padding_share(b) for b in batches)}
+        _log(f"train {key}: {results['train'][key]['tokens_per_sec']['median']:.0f} target tokens/s")
+
+
+def _bench_decoding(results: dict, systems: list[System], batches: list[torch.Tensor], precision: str,
+                    device: torch.device) -> None:
+    sentences = results["decode_sentences"]
+    for name, beam in (("greedy", 1), ("beam4", 4)):
+        jobs = {f"{system.name}_{name}_{precision}": decoding_job(system, batches, beam, precision, device)
+                for system in systems}
+        for key, seconds in side_by_side(jobs, warmup=1, repeats=3).items():
+            results["decode"][key] = {"sentences_per_sec": per_second(sentences, seconds),
+                                      "tokens_per_sec": per_second(sentences * (DECODE_LENGTH + 1), seconds)}
+            _log(f"decode {key}: {results['decode'][key]['sentences_per_sec']['median']:.1f} sentences/s")
 
 
 def _add_mfu(results: dict, setup: Setup, batches: list[Batch], precisions: list[str]) -> None:
@@ -291,8 +334,11 @@ def _ratios(results: dict, precisions: list[str], peer_present: bool) -> dict[st
             ratios[f"train_same_batches_{p}"] = ours_rate / med("train", f"peer_same_batches_{p}", "tokens_per_sec")
             ratios[f"train_own_batching_{p}"] = ours_rate / med("train", f"peer_hf_batching_{p}", "tokens_per_sec")
             for name in ("greedy", "beam4"):
-                ratios[f"{name}_{p}"] = med("decode", f"ours_{name}_{p}", "sentences_per_sec") / \
-                    med("decode", f"peer_{name}_{p}", "sentences_per_sec")
+                peer_rate = med("decode", f"peer_{name}_{p}", "sentences_per_sec")
+                ratios[f"{name}_{p}"] = med("decode", f"ours_{name}_{p}", "sentences_per_sec") / peer_rate
+                # The best ratio any decoder could reach: the peer's time over the matmul floor.
+                ratios[f"{name}_{p}_ceiling"] = results["decode_sentences"] / peer_rate / \
+                    results["decode_matmul_floor_seconds"][f"{name}_{p}"]
     return ratios
 
 

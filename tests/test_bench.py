@@ -3,7 +3,33 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from transformer_mt.config import ModelConfig
+from transformer_mt.model import Transformer
+from transformer_mt.search import SearchConfig, beam_search, greedy
+from transformer_mt.tokenizer import EOS
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import bench  # noqa: E402
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_decoding_flops_count_the_matmuls_our_search_runs(beam):
+    """PyTorch's FLOP counter sees the linear layers (not the attention kernels) of a real search."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64, dropout=0.0)
+    model = Transformer(cfg, 100, 100, shared_vocab=True).eval()
+    src = torch.randint(4, 100, (3, 6))
+    src[:, -1] = EOS
+    search = SearchConfig(beam_size=beam, max_len_a=0.0, max_len_b=bench.DECODE_LENGTH, min_len=bench.DECODE_LENGTH)
+    with FlopCounterMode(display=False) as counter:
+        (greedy if beam == 1 else beam_search)(model, src, search, model.max_output_len)
+    assert counter.get_total_flops() == bench.decoding_flops(cfg, 100, [src], beam, attention=False)
+    assert bench.decoding_flops(cfg, 100, [src], beam) > counter.get_total_flops()
 
 
 def test_bench_smoke_run_writes_json_with_ratios(tmp_path):
@@ -19,3 +45,5 @@ def test_bench_smoke_run_writes_json_with_ratios(tmp_path):
         assert figure["tokens_per_sec"]["min"] <= figure["tokens_per_sec"]["median"] <= figure["tokens_per_sec"]["max"]
     assert report["padding"]["bucketed_batches"] < report["padding"]["random_batches"]
     assert "| ratio (medians) | value |" in result.stdout
+    for name in ("greedy", "beam4"):  # nothing decodes faster than its matmuls at the measured peak
+        assert report["ratios"][f"{name}_fp32"] < report["ratios"][f"{name}_fp32_ceiling"]
