@@ -241,14 +241,15 @@ def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU is visible")
-    precisions = ["fp32"] + (["bf16"] if device.type == "cuda" or cpu_supports_bf16() else [])
+    precisions, skipped = _precisions(device, args.smoke)
     setup = Setup(args.smoke, device)
     cfg, vocab = setup.model_cfg, setup.vocab
     systems = [ours(cfg, vocab, device)] + ([] if args.no_peer else [peer(cfg, vocab, device)])
     results: dict = {"device": _device_name(device), "torch": torch.__version__, "date": date.today().isoformat(),
                      "model": vars(cfg), "vocab": vocab, "matmul_gflops": {}, "train": {}, "decode": {},
-                     "decode_matmul_floor_seconds": {}}
+                     "decode_matmul_floor_seconds": {}, "skipped": skipped}
     size, repeats, steps = (256, 3, 4) if args.smoke else (1024, 10, 12)
+    rounds = (0, 2) if args.smoke else (1, 3)  # (warm-up, timed) runs of every training and decoding job
     same_batches = setup.token_batches(2048, steps)
     mean_sentences = round(sum(b.src.size(0) for b in same_batches) / len(same_batches))
     hf_batches = setup.hf_batches(mean_sentences, steps)
@@ -258,9 +259,9 @@ def run(args: argparse.Namespace) -> dict:
         results["matmul_gflops"][precision] = matmul_peak(size, DTYPES[precision], device, repeats)
         _log(f"matmul {precision}: {results['matmul_gflops'][precision]['median']:.0f} GFLOP/s")
         batchings = {"same_batches": same_batches, "hf_batching": hf_batches}
-        _bench_training(results, systems, batchings, precision, device)
+        _bench_training(results, systems, batchings, precision, device, rounds)
         _bench_decoding(results, systems + [ours(cfg, vocab, device, use_cache=False)], decode_batches, precision,
-                        device)
+                        device, rounds)
         for name, beam in (("greedy", 1), ("beam4", 4)):  # no implementation decodes faster than this
             results["decode_matmul_floor_seconds"][f"{name}_{precision}"] = \
                 decoding_flops(cfg, vocab, decode_batches, beam) / 1e9 / results["matmul_gflops"][precision]["max"]
@@ -270,11 +271,21 @@ def run(args: argparse.Namespace) -> dict:
         results["quality"] = quality_per_budget(args.train_minutes, args.smoke)
         _log(f"quality after {args.train_minutes} min: {results['quality']}")
     results["ratios"] = _ratios(results, precisions, peer_present=not args.no_peer)
+    for name in REQUIRED_RATIOS:  # a skipped figure stays visible as null, its reason under "skipped"
+        results["ratios"].setdefault(name, None)
     return results
 
 
+def _precisions(device: torch.device, smoke: bool) -> tuple[list[str], dict[str, str]]:
+    """bf16 where the hardware has it; a smoke run always exercises it, emulated or not, at tiny sizes."""
+    if device.type == "cuda" or cpu_supports_bf16() or smoke:
+        return ["fp32", "bf16"], {}
+    return ["fp32"], {"bf16": "this CPU has neither AVX512-BF16 nor AMX, so bf16 matmuls are emulated (tens of times "
+                              "slower than fp32): bf16 figures would measure the emulation, not the systems"}
+
+
 def _bench_training(results: dict, systems: list[System], batchings: dict[str, list[Batch]], precision: str,
-                    device: torch.device) -> None:
+                    device: torch.device, rounds: tuple[int, int]) -> None:
     """Ours on its own batches; the peer on the same batches and on Hugging Face-style ones."""
     jobs, batches_of = {}, {}
     for system in systems:
@@ -282,7 +293,7 @@ def _bench_training(results: dict, systems: list[System], batchings: dict[str, l
             if system.name == "peer" or batching == "same_batches":
                 key = f"{system.name}_{batching}_{precision}"
                 jobs[key], batches_of[key] = training_job(system, batches, precision, device), batches
-    for key, seconds in side_by_side(jobs, warmup=1, repeats=3).items():
+    for key, seconds in side_by_side(jobs, *rounds).items():
         batches = batches_of[key]
         results["train"][key] = {"tokens_per_sec": per_second(sum(b.n_tokens for b in batches), seconds),
                                  "seconds_per_step": {k: v / len(batches) for k, v in seconds.items()},
@@ -291,12 +302,12 @@ def _bench_training(results: dict, systems: list[System], batchings: dict[str, l
 
 
 def _bench_decoding(results: dict, systems: list[System], batches: list[torch.Tensor], precision: str,
-                    device: torch.device) -> None:
+                    device: torch.device, rounds: tuple[int, int]) -> None:
     sentences = results["decode_sentences"]
     for name, beam in (("greedy", 1), ("beam4", 4)):
         jobs = {f"{system.name}_{name}_{precision}": decoding_job(system, batches, beam, precision, device)
                 for system in systems}
-        for key, seconds in side_by_side(jobs, warmup=1, repeats=3).items():
+        for key, seconds in side_by_side(jobs, *rounds).items():
             results["decode"][key] = {"sentences_per_sec": per_second(sentences, seconds),
                                       "tokens_per_sec": per_second(sentences * (DECODE_LENGTH + 1), seconds)}
             _log(f"decode {key}: {results['decode'][key]['sentences_per_sec']['median']:.1f} sentences/s")
@@ -312,6 +323,10 @@ def _add_mfu(results: dict, setup: Setup, batches: list[Batch], precisions: list
         rate = results["train"][f"ours_same_batches_{precision}"]["tokens_per_sec"]["median"]
         results["train"][f"ours_same_batches_{precision}"]["mfu"] = \
             rate * flops / 1e9 / results["matmul_gflops"][precision]["max"]
+
+
+REQUIRED_RATIOS = ("train_same_batches_fp32", "train_same_batches_bf16", "train_own_batching_bf16", "greedy_fp32",
+                   "beam4_fp32", "beam4_bf16", "cached_vs_uncached", "mfu_bf16")
 
 
 def _ratios(results: dict, precisions: list[str], peer_present: bool) -> dict[str, float]:
@@ -369,7 +384,8 @@ def _markdown(results: dict) -> str:
     lines += [_row(f"training target tokens/s, {k}", v["tokens_per_sec"]) for k, v in results["train"].items()]
     lines += [_row(f"decoding sentences/s, {k}", v["sentences_per_sec"]) for k, v in results["decode"].items()]
     lines += ["", "| ratio (medians) | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.2f} |" for k, v in results["ratios"].items()]
+    lines += [f"| {k} | {'skipped' if v is None else f'{v:.2f}'} |" for k, v in results["ratios"].items()]
+    lines += [f"skipped {k}: {reason}" for k, reason in results["skipped"].items()]
     if "quality" in results:
         q = results["quality"]
         lines += ["", f"quality after {q['minutes']} min of {q['config']}: greedy BLEU {q['greedy']['bleu']} "

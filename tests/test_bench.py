@@ -19,7 +19,8 @@ import bench  # noqa: E402
 
 @pytest.mark.parametrize("beam", [1, 4])
 def test_decoding_flops_count_the_matmuls_our_search_runs(beam):
-    """PyTorch's FLOP counter sees the linear layers (not the attention kernels) of a real search."""
+    """PyTorch's FLOP counter sees every matmul of a real search on CPU, where decoding spells attention
+    out (model.attend), so the count must match the formula term for term, attention included."""
     torch.manual_seed(0)
     cfg = ModelConfig(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64, dropout=0.0)
     model = Transformer(cfg, 100, 100, shared_vocab=True).eval()
@@ -28,8 +29,8 @@ def test_decoding_flops_count_the_matmuls_our_search_runs(beam):
     search = SearchConfig(beam_size=beam, max_len_a=0.0, max_len_b=bench.DECODE_LENGTH, min_len=bench.DECODE_LENGTH)
     with FlopCounterMode(display=False) as counter:
         (greedy if beam == 1 else beam_search)(model, src, search, model.max_output_len)
-    assert counter.get_total_flops() == bench.decoding_flops(cfg, 100, [src], beam, attention=False)
-    assert bench.decoding_flops(cfg, 100, [src], beam) > counter.get_total_flops()
+    assert counter.get_total_flops() == bench.decoding_flops(cfg, 100, [src], beam)
+    assert bench.decoding_flops(cfg, 100, [src], beam, attention=False) < counter.get_total_flops()
 
 
 def test_bench_smoke_run_writes_json_with_ratios(tmp_path):
