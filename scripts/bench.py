@@ -374,7 +374,17 @@ def main() -> int:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    bf16 = "native bf16" if cpu_supports_bf16() else "no native bf16"
+    return f"{_cpu_model()} ({torch.backends.cpu.get_cpu_capability()}, {bf16}), {torch.get_num_threads()} threads"
+
+
+def _cpu_model() -> str:
+    """The CPU's marketing name where Linux tells it (platform.processor() is often empty)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def _markdown(results: dict) -> str:
