@@ -170,3 +170,14 @@ def test_bf16_decoding_casts_the_weights_and_keeps_the_translations(trained):
     full = [t[0].text for t in fp32.translate(sources, search)]
     half = [t[0].text for t in bf16.translate(sources, search)]
     assert sum(a == b for a, b in zip(full, half)) >= 0.9 * len(sources), list(zip(full, half))
+
+
+def test_bf16_decoding_on_a_cpu_without_bf16_warns_once(trained, monkeypatch, capsys):
+    from transformer_mt import runtime
+    from transformer_mt.run import open_run
+    from transformer_mt.translator import Translator
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
+    Translator(open_run(trained[1]), device="cpu", precision="bf16")
+    assert capsys.readouterr().err.count("warning: bf16 on this CPU is emulated") == 1
+    Translator(open_run(trained[1]), device="cpu", precision="fp32")
+    assert capsys.readouterr().err == ""

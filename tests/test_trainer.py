@@ -43,3 +43,15 @@ def test_inverse_sqrt_warmup():
     assert factor(49) == pytest.approx(0.5)
     assert factor(99) == pytest.approx(1.0)
     assert factor(399) == pytest.approx(math.sqrt(100 / 400))
+
+
+def test_bf16_training_on_a_cpu_without_bf16_warns_and_still_trains(tmp_path, monkeypatch, capsys):
+    from tests.trainer_helpers import small_config, small_corpus
+    from transformer_mt import runtime
+    from transformer_mt.pipeline import prepare
+    from transformer_mt.trainer import Trainer
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
+    config = small_config(tmp_path, small_corpus(tmp_path / "c.jsonl", 100), "bf16", precision="bf16", max_steps=2)
+    state = Trainer(config, prepare(config, log=lambda *_: None)).fit()
+    assert state.step == 2
+    assert "warning: bf16 on this CPU is emulated" in capsys.readouterr().out

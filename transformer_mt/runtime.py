@@ -30,6 +30,15 @@ def cpu_supports_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def slow_precision_warning(precision: str, device: torch.device) -> str | None:
+    """A warning when `precision` is emulated on this CPU: it runs, but tens of times slower than fp32."""
+    native = {"fp32": True, "bf16": cpu_supports_bf16(),
+              "fp16": getattr(torch.cpu, "_is_amx_fp16_supported", lambda: False)()}
+    if device.type != "cpu" or native[precision]:
+        return None
+    return f"{precision} on this CPU is emulated (no native {precision} matmuls) and far slower than fp32: use fp32"
+
+
 def pick_precision(name: str, device: torch.device) -> str:
     if name == "auto":
         if device.type == "cuda":

@@ -23,7 +23,8 @@ from .errors import UserError
 from .metrics import corpus_scores
 from .model import Transformer, count_parameters
 from .pipeline import Prepared
-from .runtime import attention_kernels, autocast, pick_device, pick_precision, rng_state, set_rng_state
+from .runtime import (attention_kernels, autocast, pick_device, pick_precision, rng_state, set_rng_state,
+                      slow_precision_warning)
 from .search import SearchConfig, greedy
 from .tokenizer import PAD
 
@@ -152,6 +153,8 @@ class Trainer:
         tc = self.config.train
         self._log(f"model: {count_parameters(self.model) / 1e6:.1f}M parameters, device {self.device}, "
                   f"precision {self.precision}, {self.dist.world_size} process(es)")
+        if warning := slow_precision_warning(self.precision, self.device):
+            self._log(f"warning: {warning}")
         self._start = time.monotonic()
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         progress = tqdm(total=tc.max_steps, initial=self.state.step, disable=not self.dist.is_main,

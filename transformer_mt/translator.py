@@ -13,7 +13,7 @@ from .config import Config, from_dict
 from .errors import UserError
 from .model import Transformer
 from .run import RunPaths, latest_run, open_run
-from .runtime import DTYPES, attention_kernels, pick_device
+from .runtime import DTYPES, attention_kernels, pick_device, slow_precision_warning
 from .search import Hypothesis, SearchConfig, beam_search, greedy
 from .tokenizer import EOS, TokenizerPair
 
@@ -38,6 +38,8 @@ class Translator:
         self.model.load_state_dict(state["model"])
         # Inference casts the weights once (autocast would re-cast every weight at every step).
         self.model.eval().to(DTYPES[precision])
+        if warning := slow_precision_warning(precision, self.device):
+            print(f"warning: {warning}", file=sys.stderr)
         self.checkpoint, self.step = path, state["state"]["step"]
         self.precision = precision
         self.max_source = self.config.model.max_positions - 1

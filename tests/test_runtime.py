@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from transformer_mt import runtime
+from transformer_mt.errors import UserError
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_warns_only_where_the_cpu_emulates_it(monkeypatch, native):
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert runtime.slow_precision_warning("fp32", cpu) is None
+    warning = runtime.slow_precision_warning("bf16", cpu)
+    assert (warning is None) == native
+    if not native:
+        assert "emulated" in warning and "use fp32" in warning
+    assert runtime.pick_precision("auto", cpu) == ("bf16" if native else "fp32")
+
+
+def test_fp16_warns_on_a_cpu_without_amx_fp16(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: False, raising=False)
+    assert "fp16 on this CPU is emulated" in runtime.slow_precision_warning("fp16", torch.device("cpu"))
+
+
+def test_gpus_never_get_the_cpu_warning(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
+    assert runtime.slow_precision_warning("bf16", torch.device("cuda")) is None
+
+
+def test_fp16_training_on_cpu_is_a_user_error():
+    with pytest.raises(UserError, match="fp16 needs CUDA"):
+        runtime.pick_precision("fp16", torch.device("cpu"))
