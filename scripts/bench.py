@@ -41,7 +41,7 @@ from transformer_mt.config import DataConfig, ModelConfig, TokenizerConfig
 from transformer_mt.data import prepare
 from transformer_mt.errors import UserError
 from transformer_mt.model import Transformer
-from transformer_mt.runtime import DTYPES, attention_kernels, autocast, cpu_supports_bf16
+from transformer_mt.runtime import DTYPES, attention_kernels, autocast, cpu_supports_bf16, slow_precision_warning
 from transformer_mt.search import SearchConfig, beam_search, greedy
 from transformer_mt.tokenizer import BOS, EOS, PAD, TokenizerPair
 
@@ -278,10 +278,10 @@ def run(args: argparse.Namespace) -> dict:
 
 def _precisions(device: torch.device, smoke: bool) -> tuple[list[str], dict[str, str]]:
     """bf16 where the hardware has it; a smoke run always exercises it, emulated or not, at tiny sizes."""
-    if device.type == "cuda" or cpu_supports_bf16() or smoke:
+    emulated = slow_precision_warning("bf16", device)
+    if emulated is None or smoke:
         return ["fp32", "bf16"], {}
-    return ["fp32"], {"bf16": "this CPU has neither AVX512-BF16 nor AMX, so bf16 matmuls are emulated (tens of times "
-                              "slower than fp32): bf16 figures would measure the emulation, not the systems"}
+    return ["fp32"], {"bf16": f"{emulated} (bf16 figures would time the emulation, not the systems)"}
 
 
 def _bench_training(results: dict, systems: list[System], batchings: dict[str, list[Batch]], precision: str,
