@@ -44,6 +44,7 @@ from transformer_mt.model import Transformer
 from transformer_mt.runtime import DTYPES, attention_kernels, autocast, cpu_supports_bf16, slow_precision_warning
 from transformer_mt.search import SearchConfig, beam_search, greedy
 from transformer_mt.tokenizer import BOS, EOS, PAD, TokenizerPair
+from transformer_mt.trainer import adam
 
 ROOT = Path(__file__).resolve().parent.parent
 DECODE_LENGTH = 24  # generated tokens per sentence, forced for both systems (random weights never stop)
@@ -180,7 +181,7 @@ class Setup:
 def training_job(system: System, batches: list[Batch], precision: str, device: torch.device) -> Callable[[], None]:
     torch.manual_seed(0)
     model = system.build()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+    optimizer = adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)  # the trainer's, for both systems
 
     def run_all() -> None:
         with system.kernels():

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from transformer_mt.tokenizer import PAD
-from transformer_mt.trainer import noam_lambda, smoothed_loss
+from transformer_mt.trainer import adam, noam_lambda, smoothed_loss
 
 
 def test_label_smoothed_loss_matches_hand_computation():
@@ -43,6 +43,26 @@ def test_inverse_sqrt_warmup():
     assert factor(49) == pytest.approx(0.5)
     assert factor(99) == pytest.approx(1.0)
     assert factor(399) == pytest.approx(math.sqrt(100 / 400))
+
+
+def test_fused_adam_matches_the_per_tensor_reference():
+    torch.manual_seed(0)
+    params = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
+    start = [p.detach().clone() for p in params]
+    reference_params = [p.clone().requires_grad_() for p in start]
+    fused = adam(params, 1e-2, (0.9, 0.98), 1e-9, weight_decay=0.01)
+    reference = torch.optim.Adam(reference_params, lr=1e-2, betas=(0.9, 0.98), eps=1e-9, weight_decay=0.01,
+                                 foreach=False)
+    assert fused.defaults["fused"]
+    for _ in range(5):
+        grads = [torch.randn_like(p) for p in params]
+        for optimizer, group in ((fused, params), (reference, reference_params)):
+            for p, g in zip(group, grads):
+                p.grad = g.clone()
+            optimizer.step()
+    for p, r, s in zip(params, reference_params, start):
+        assert not torch.equal(p.detach(), s)
+        torch.testing.assert_close(p, r)
 
 
 def test_bf16_training_on_a_cpu_without_bf16_warns_and_still_trains(tmp_path, monkeypatch, capsys):

@@ -39,6 +39,7 @@ def test_resume_continues_exactly(tmp_path, corpus):
     assert stopped.position > 0  # stopped mid-epoch: resume must find its place inside the epoch
     second = train(replace(first, train=replace(first.train, max_steps=26, resume=True)))
     assert straight.state.epoch >= 2  # and the run crosses epoch boundaries
+    assert second.optimizer.param_groups[0]["fused"]  # the fused Adam survives the reload of its state
     assert second.state.step == 26
     for (name, a), b in zip(straight.model.state_dict().items(), second.model.state_dict().values()):
         assert torch.equal(a, b), name
