@@ -92,6 +92,19 @@ def test_corrupt_last_checkpoint_falls_back_to_an_older_one(tmp_path, corpus, ca
     assert resumed.state.step == 12
 
 
+def test_resume_from_a_checkpoint_without_fused_adam_switches_to_it(tmp_path, corpus):
+    config = small_config(tmp_path, corpus, "old", max_steps=5)
+    train(config)
+    last = Path(config.run.root) / "old" / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    for group in state["optimizer"]["param_groups"]:  # as saved before the trainer used fused Adam
+        group["fused"] = None
+    torch.save(state, last)
+    resumed = train(replace(config, train=replace(config.train, max_steps=7, resume=True)))
+    assert resumed.state.step == 7
+    assert resumed.optimizer.param_groups[0]["fused"]
+
+
 def test_checkpoints_are_plain_data_and_rotated(tmp_path, corpus):
     config = small_config(tmp_path, corpus, "rotate", max_steps=20, keep_last=2)
     train(config)

@@ -132,6 +132,8 @@ class Trainer:
     def _restore(self) -> None:
         state = self._load_newest_good()
         self.model.load_state_dict(state["model"])
+        for group in state["optimizer"]["param_groups"]:  # checkpoints from before fused Adam say None
+            group["fused"] = self.optimizer.defaults["fused"]  # (and Adam keeps fused's step device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
