@@ -132,8 +132,10 @@ class Trainer:
     def _restore(self) -> None:
         state = self._load_newest_good()
         self.model.load_state_dict(state["model"])
-        for group in state["optimizer"]["param_groups"]:  # checkpoints from before fused Adam say None
-            group["fused"] = self.optimizer.defaults["fused"]  # (and Adam keeps fused's step device)
+        # Checkpoints from before fused Adam say fused=None. Set it before loading: PyTorch then also
+        # puts each `step` counter where the fused kernel expects it (fp32, on the parameter's device).
+        for group in state["optimizer"]["param_groups"]:
+            group["fused"] = self.optimizer.defaults["fused"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
