@@ -14,6 +14,7 @@ from pathlib import Path
 from transformer_mt.cli import main_guard
 from transformer_mt.errors import UserError
 from transformer_mt.metrics import corpus_scores
+from transformer_mt.runtime import retain_freed_memory
 from transformer_mt.translator import Translator
 
 
@@ -33,6 +34,7 @@ def main() -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     args = parser.parse_args()
+    retain_freed_memory()
     if (args.src is None) != (args.ref is None):
         raise UserError("give --src and --ref together, or neither (the run's test split)")
     if args.beam_size is not None and args.beam_size < 1:

@@ -13,6 +13,7 @@ import torch
 from transformer_mt.cli import main_guard
 from transformer_mt.config import load_config
 from transformer_mt.pipeline import prepare
+from transformer_mt.runtime import retain_freed_memory
 from transformer_mt.trainer import Distributed, Trainer
 
 
@@ -21,6 +22,7 @@ def main() -> int:
     parser.add_argument("config", help="YAML config, e.g. configs/sample.yaml")
     parser.add_argument("overrides", nargs="*", help="key.sub=value, e.g. train.max_steps=200")
     args = parser.parse_args()
+    retain_freed_memory()
     config = load_config(args.config, args.overrides)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)

@@ -14,6 +14,7 @@ import sys
 
 from transformer_mt.cli import main_guard
 from transformer_mt.errors import UserError
+from transformer_mt.runtime import retain_freed_memory
 from transformer_mt.translator import Translator
 
 
@@ -32,6 +33,7 @@ def main() -> int:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--attention", metavar="OUT.png", help="save the cross-attention heatmaps of the sentence")
     args = parser.parse_args()
+    retain_freed_memory()
     if args.beam_size is not None and args.beam_size < 1:
         raise UserError("--beam-size must be at least 1")
     if args.nbest < 1 or (args.beam_size is not None and args.nbest > args.beam_size):
