@@ -50,9 +50,8 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _page_faults(mode: str, env: dict | None = None) -> tuple[str, int]:
-    result = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True,
-                            env={**os.environ, **(env or {})})
+def _page_faults(mode: str) -> tuple[str, int]:
+    result = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
     applied, faults = result.stdout.split()
     return applied, int(faults)
 
