@@ -78,7 +78,7 @@ def retain_freed_memory() -> bool:
     its heap shrinks, many smaller ones with fresh pages from the OS, and returns them when freed: a
     CPU training step of configs/sample.yaml page-faults ~18,000 pages back in. Kept instead, they
     cost nothing (measured side by side: training 6-14% and beam-4 evaluation ~20% faster, peak
-    resident memory the same to +10%). PyTorch's CPU tuning guide suggests a caching malloc
+    resident memory the same to +13%). PyTorch's CPU tuning guide suggests a caching malloc
     (jemalloc, tcmalloc) for this; glibc's own thresholds do it here. Left alone where the user
     already chose (MALLOC_* or GLIBC_TUNABLES set, or a preloaded library) and off glibc.
     Returns whether the setting was applied.
