@@ -99,8 +99,8 @@ class MultiHeadAttention(nn.Module):
             else:
                 k, v = (self._heads(t) for t in self.in_proj(memory).chunk(2, dim=-1))
                 if cache is not None:  # contiguous once, or every step's matmuls would copy them
-                    cache.cross_k, cache.cross_v = k.contiguous(), v.contiguous()
-                    k, v = cache.cross_k, cache.cross_v
+                    k, v = k.contiguous(), v.contiguous()
+                    cache.cross_k, cache.cross_v = k, v
             # Beam search keeps one memory per sentence: its g consecutive beam rows become g·T
             # queries against that one copy, so the memory is neither repeated nor reordered.
             rows, length = x.shape[:2]
