@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmarks, run sequentially in one process, ours side by side with a same-size HF Marian model.
 
-  python scripts/bench.py                       # full run (~17 min on 2 CPU cores): bench.json + Markdown
+  python scripts/bench.py                       # full run (~12 min on 2 CPU cores): bench.json + Markdown
   python scripts/bench.py --smoke               # tiny sizes, checks that everything runs (the tests use it)
   python scripts/bench.py --no-peer             # without transformers installed
 
@@ -13,7 +13,10 @@ Every figure is min / median / max over timed repetitions after a warm-up; the s
 one table take turns at each repetition. bf16 decoding casts the weights once (as translate.py
 --precision bf16 does; HF's torch_dtype does the same). bench.json["ratios"] holds ours / peer medians
 and, for decoding, the `_ceiling`: the peer's time over the matmul floor (the decoding FLOPs at the
-measured matmul peak), i.e. the highest ratio that any implementation of the same maths could reach.
+measured matmul peak), i.e. the highest ratio that any implementation of the same maths could reach,
+and the `_gemm_bound`: the ratio over our GEMMs' share of our time, profiled (CPU), i.e. the highest
+ratio reachable while the linear layers' matrix products run as PyTorch runs them. bench.json["profiles"] says
+where the time of each compared run goes.
 """
 from __future__ import annotations
 
@@ -200,6 +203,22 @@ def training_job(system: System, batches: list[Batch], precision: str, device: t
     return run_all
 
 
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::_addmm_activation")  # the linear layers' matrix products
+
+
+def profile_job(job: Callable[[], None], top: int = 6) -> dict:
+    """One more run under torch.profiler (CPU): self seconds of the busiest ops and of the GEMMs.
+
+    The GEMMs are the part no implementation of the same layers at the same shapes can skip, so their
+    share of our time bounds the ratio we could reach with PyTorch's kernels."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        job()
+    ops = {event.key: event.self_cpu_time_total / 1e6 for event in prof.key_averages()}
+    busiest = sorted(ops.items(), key=lambda item: -item[1])[:top]
+    return {"total_seconds": sum(ops.values()), "gemm_seconds": sum(ops.get(op, 0.0) for op in GEMM_OPS),
+            "top_ops_seconds": dict(busiest)}
+
+
 def decoding_job(system: System, batches: list[torch.Tensor], beam: int, precision: str,
                  device: torch.device) -> Callable[[], None]:
     """Inference in bf16 casts the weights once, as translate.py does (and HF's torch_dtype)."""
@@ -249,7 +268,9 @@ def run(args: argparse.Namespace) -> dict:
     systems = [ours(cfg, vocab, device)] + ([] if args.no_peer else [peer(cfg, vocab, device)])
     results: dict = {"device": _device_name(device), "torch": torch.__version__, "date": date.today().isoformat(),
                      "model": vars(cfg), "vocab": vocab, "matmul_gflops": {}, "train": {}, "decode": {},
-                     "decode_matmul_floor_seconds": {}, "skipped": skipped}
+                     "decode_matmul_floor_seconds": {}, "profiles": {}, "skipped": skipped}
+    if device.type == "cuda":  # CPU self times of CUDA ops are launch times, not kernel times
+        skipped["profiles"] = "profiles and GEMM bounds are measured on CPU only"
     size, repeats, steps = (256, 3, 4) if args.smoke else (1024, 10, 12)
     rounds = (0, 2) if args.smoke else (1, 3)  # (warm-up, timed) runs of every training and decoding job
     same_batches = setup.token_batches(2048, steps)
@@ -301,6 +322,7 @@ def _bench_training(results: dict, systems: list[System], batchings: dict[str, l
                                  "seconds_per_step": {k: v / len(batches) for k, v in seconds.items()},
                                  "padding_share": statistics.mean(padding_share(b) for b in batches)}
         _log(f"train {key}: {results['train'][key]['tokens_per_sec']['median']:.0f} target tokens/s")
+    _profile(results, {key: job for key, job in jobs.items() if "same_batches" in key}, device)
 
 
 def _bench_decoding(results: dict, systems: list[System], batches: list[torch.Tensor], precision: str,
@@ -313,6 +335,16 @@ def _bench_decoding(results: dict, systems: list[System], batches: list[torch.Te
             results["decode"][key] = {"sentences_per_sec": per_second(sentences, seconds),
                                       "tokens_per_sec": per_second(sentences * (DECODE_LENGTH + 1), seconds)}
             _log(f"decode {key}: {results['decode'][key]['sentences_per_sec']['median']:.1f} sentences/s")
+        _profile(results, {key: job for key, job in jobs.items() if not key.startswith("ours_uncached")}, device)
+
+
+def _profile(results: dict, jobs: dict[str, Callable[[], None]], device: torch.device) -> None:
+    if device.type != "cpu":
+        return
+    for key, job in jobs.items():
+        results["profiles"][key] = profile_job(job)
+        _log(f"profile {key}: GEMMs {results['profiles'][key]['gemm_seconds']:.2f} s "
+             f"of {results['profiles'][key]['total_seconds']:.2f} s")
 
 
 def _add_mfu(results: dict, setup: Setup, batches: list[Batch], precisions: list[str]) -> None:
@@ -356,7 +388,19 @@ def _ratios(results: dict, precisions: list[str], peer_present: bool) -> dict[st
                 # The best ratio any decoder could reach: the peer's time over the matmul floor.
                 ratios[f"{name}_{p}_ceiling"] = results["decode_sentences"] / peer_rate / \
                     results["decode_matmul_floor_seconds"][f"{name}_{p}"]
+            _add_gemm_bounds(results, ratios, p)
     return ratios
+
+
+def _add_gemm_bounds(results: dict, ratios: dict[str, float], precision: str) -> None:
+    """`_gemm_bound`: our ratio over our profiled GEMM share, i.e. the ratio we would reach if everything
+    but our linear layers' matrix products took no time (GEMMs run as PyTorch runs them). A share, not
+    the profiled seconds, so that a slow spell during the one profiled run moves it little."""
+    for name, key in (("train_same_batches", "ours_same_batches"), ("greedy", "ours_greedy"), ("beam4", "ours_beam4")):
+        profile = results["profiles"].get(f"{key}_{precision}")
+        if profile is not None:
+            share = profile["gemm_seconds"] / profile["total_seconds"]
+            ratios[f"{name}_{precision}_gemm_bound"] = ratios[f"{name}_{precision}"] / share
 
 
 def main() -> int:
@@ -398,6 +442,10 @@ def _markdown(results: dict) -> str:
     lines += [_row(f"decoding sentences/s, {k}", v["sentences_per_sec"]) for k, v in results["decode"].items()]
     lines += ["", "| ratio (medians) | value |", "|---|---|"]
     lines += [f"| {k} | {'skipped' if v is None else f'{v:.2f}'} |" for k, v in results["ratios"].items()]
+    if results["profiles"]:
+        lines += ["", "| profile (one run, self time) | seconds | GEMM share | busiest ops (share) |",
+                  "|---|---|---|---|"]
+        lines += [_profile_row(k, v) for k, v in results["profiles"].items()]
     lines += [f"skipped {k}: {reason}" for k, reason in results["skipped"].items()]
     if "quality" in results:
         q = results["quality"]
@@ -408,6 +456,17 @@ def _markdown(results: dict) -> str:
 
 def _row(name: str, value: dict) -> str:
     return f"| {name} | {value['min']:.1f} | {value['median']:.1f} | {value['max']:.1f} |"
+
+
+def _profile_row(name: str, profile: dict) -> str:
+    total = profile["total_seconds"]
+    busiest = ", ".join(f"{_short(op)} {seconds / total:.0%}"
+                        for op, seconds in list(profile["top_ops_seconds"].items())[:4])
+    return f"| {name} | {total:.2f} | {profile['gemm_seconds'] / total:.0%} | {busiest} |"
+
+
+def _short(op: str) -> str:
+    return op.removeprefix("aten::").replace("_scaled_dot_product_flash_attention_for_cpu", "sdpa_flash")
 
 
 def _log(message: str) -> None:

@@ -33,6 +33,15 @@ def test_decoding_flops_count_the_matmuls_our_search_runs(beam):
     assert bench.decoding_flops(cfg, 100, [src], beam, attention=False) < counter.get_total_flops()
 
 
+def test_profile_job_counts_linear_layer_gemms_apart_from_other_ops():
+    layer, x = torch.nn.Linear(64, 64), torch.randn(32, 64)
+    with_gemm = bench.profile_job(lambda: [layer(x).relu() for _ in range(20)])
+    without = bench.profile_job(lambda: [x.relu().exp() for _ in range(20)])
+    assert 0 < with_gemm["gemm_seconds"] < with_gemm["total_seconds"]
+    assert "aten::addmm" in with_gemm["top_ops_seconds"]
+    assert without["gemm_seconds"] == 0 and without["total_seconds"] > 0
+
+
 def test_bench_smoke_run_writes_json_with_ratios(tmp_path):
     output = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "scripts/bench.py", "--smoke", "--output", str(output)], cwd=ROOT,
@@ -48,3 +57,9 @@ def test_bench_smoke_run_writes_json_with_ratios(tmp_path):
     assert "| ratio (medians) | value |" in result.stdout
     for name in ("greedy", "beam4"):  # nothing decodes faster than its matmuls at the measured peak
         assert report["ratios"][f"{name}_fp32"] < report["ratios"][f"{name}_fp32_ceiling"]
+    assert {"train_same_batches_fp32_gemm_bound", "greedy_fp32_gemm_bound", "beam4_fp32_gemm_bound"} <= \
+        report["ratios"].keys()
+    for key in ("ours_same_batches_fp32", "peer_same_batches_fp32", "ours_greedy_fp32", "peer_beam4_fp32"):
+        profile = report["profiles"][key]
+        assert 0 < profile["gemm_seconds"] < profile["total_seconds"]
+    assert "| profile (one run, self time) |" in result.stdout
