@@ -59,3 +59,37 @@ def test_optional_values_accept_null():
     config = apply_overrides(Config(), ["train.max_minutes=null", "train.max_minutes=2.5"])
     assert config.train.max_minutes == 2.5
     assert apply_overrides(Config(), ["train.max_steps=null"]).train.max_steps is None
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.n_heads=0", "model.n_heads: must be at least 1"),
+    ("model.d_model=30", r"model.d_model \(30\) must be divisible"),
+    ("model.d_model=9", r"model.d_model \(9\) must be even"),
+    ("model.max_positions=1", "model.max_positions: must be at least 2"),
+    ("model.dropout=1.0", r"model.dropout: must be in \[0, 1\)"),
+    ("tokenizer.vocab_size=100", "tokenizer.vocab_size: must be at least 260"),
+    ("data.valid_size=0", "data.valid_size: must be at least 1"),
+    ("data.max_length_ratio=0.5", "data.max_length_ratio"),
+    ("train.lr=0", "train.lr: must be greater than 0"),
+    ("train.lr=.nan", "train.lr: must be greater than 0"),
+    ("train.warmup_steps=0", "train.warmup_steps: must be at least 1"),
+    ("train.max_steps=-5", "train.max_steps: must be at least 1"),
+    ("train.max_minutes=0", "train.max_minutes: must be greater than 0"),
+    ("train.valid_max_sentences=0", "train.valid_max_sentences"),
+    ("train.label_smoothing=1", r"train.label_smoothing: must be in \[0, 1\)"),
+    ("train.adam_betas=[0.9,1.0]", "train.adam_betas"),
+    ("train.adam_eps=0", "train.adam_eps"),
+    ("train.clip_norm=-1", "train.clip_norm: must be at least 0"),
+    ("decode.batch_size=0", "decode.batch_size: must be at least 1"),
+    ("decode.max_len_b=-1", "decode.max_len_b: must be at least 0"),
+])
+def test_out_of_range_values_name_the_key(override, message):
+    # Each of these used to crash deep inside training with a traceback, or train nonsense silently.
+    with pytest.raises(ConfigError, match=f"command line: {message}"):
+        apply_overrides(Config(), [override])
+
+
+def test_boundary_values_are_accepted():
+    config = apply_overrides(Config(), ["train.clip_norm=0", "tokenizer.min_frequency=0", "decode.max_len_b=0",
+                                        "tokenizer.vocab_size=260", "model.dropout=0", "train.max_steps=null"])
+    assert config.train.clip_norm == 0.0 and config.tokenizer.vocab_size == 260

@@ -60,6 +60,23 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, corpus):
         torch.testing.assert_close(one, two, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_clip_norm_rescales_the_gradient_and_zero_turns_clipping_off(tmp_path, corpus):
+    grads = {}
+    for clip in (0.0, 1e-3):
+        config = small_config(tmp_path, corpus, f"clip{clip}", clip_norm=clip)
+        trainer = Trainer(config, prepare(config, log=lambda *_: None))
+        trainer.model.eval()  # no dropout: both runs see the same function and the same batch
+        captured = []
+        params = list(trainer.model.parameters())
+        trainer.optimizer.step = lambda: captured.append(torch.cat([p.grad.flatten() for p in params]))
+        trainer._update([collate(trainer.prepared.train_ids, torch.arange(0, 8))], trainer_module._Window())
+        grads[clip] = captured[0]
+    raw = grads[0.0]
+    assert raw.norm() > 0.1  # unclipped: far above the other run's threshold
+    torch.testing.assert_close(grads[1e-3], raw * (1e-3 / raw.norm()), rtol=1e-4, atol=1e-9)
+
+
 def test_non_finite_loss_stops_or_skips(tmp_path, corpus, monkeypatch):
     real = trainer_module.smoothed_loss
     calls = {"n": 0}

@@ -21,6 +21,11 @@ class ConfigError(UserError):
     pass
 
 
+# The byte-level BPE starts from 4 special tokens and 256 byte symbols (tokenizer.py): a smaller
+# vocab_size would silently be this one.
+MIN_VOCAB = 260
+
+
 @dataclass
 class RunConfig:
     name: str = ""  # empty: the config file's stem
@@ -47,6 +52,8 @@ class DataConfig:
         _choice("data.source", self.source, ("hub", "files", "sample"))
         if self.source == "files" and not self.files:
             raise ConfigError("data.files: must list at least one file when data.source is 'files'")
+        _at_least("data", self, 1, "max_words", "max_pairs", "valid_size", "test_size")
+        _at_least("data", self, 1.0, "max_length_ratio")
 
 
 @dataclass
@@ -54,6 +61,10 @@ class TokenizerConfig:
     vocab_size: int = 8000
     joint: bool = True  # one vocabulary for both languages (enables tying all embeddings)
     min_frequency: int = 2
+
+    def __post_init__(self) -> None:
+        _at_least("tokenizer", self, MIN_VOCAB, "vocab_size")
+        _at_least("tokenizer", self, 0, "min_frequency")
 
 
 @dataclass
@@ -70,6 +81,11 @@ class ModelConfig:
     max_positions: int = 1024
 
     def __post_init__(self) -> None:
+        _at_least("model", self, 1, "d_model", "n_heads", "encoder_layers", "decoder_layers", "d_ff")
+        _at_least("model", self, 2, "max_positions")  # a token and <eos>
+        _fraction("model", self, "dropout", "attention_dropout")
+        if self.d_model % 2:
+            raise ConfigError(f"model.d_model ({self.d_model}) must be even (sine and cosine positions)")
         if self.d_model % self.n_heads:
             raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
 
@@ -86,7 +102,7 @@ class TrainConfig:
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     adam_eps: float = 1e-9
     weight_decay: float = 0.0
-    clip_norm: float = 1.0
+    clip_norm: float = 1.0  # 0 = no clipping (the gradient norm is still logged)
     label_smoothing: float = 0.1
     max_steps: int | None = None
     max_epochs: int | None = 100
@@ -108,9 +124,15 @@ class TrainConfig:
         _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
         if len(self.adam_betas) != 2:
             raise ConfigError("train.adam_betas: expected two numbers")
-        for name in ("batch_tokens", "accumulate", "log_every", "valid_every", "checkpoint_every", "keep_last"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name}: must be at least 1")
+        _at_least("train", self, 1, "batch_tokens", "accumulate", "warmup_steps", "max_steps", "max_epochs",
+                  "log_every", "valid_every", "valid_max_sentences", "checkpoint_every", "keep_last", "patience",
+                  "num_threads")
+        _at_least("train", self, 0.0, "weight_decay", "clip_norm")
+        # adam_eps = 0 would divide 0 by 0 for any parameter whose gradient is zero (the <pad> embedding).
+        _positive("train", self, "lr", "adam_eps", "max_minutes")
+        _fraction("train", self, "label_smoothing")
+        if not all(0.0 <= beta < 1.0 for beta in self.adam_betas):
+            raise ConfigError(f"train.adam_betas: each must be in [0, 1), got {self.adam_betas}")
 
 
 @dataclass
@@ -125,8 +147,8 @@ class DecodeConfig:
 
     def __post_init__(self) -> None:
         _choice("decode.length_penalty", self.length_penalty, ("gnmt", "power"))
-        if self.beam_size < 1:
-            raise ConfigError("decode.beam_size: must be at least 1")
+        _at_least("decode", self, 1, "beam_size", "batch_size")
+        _at_least("decode", self, 0, "max_len_a", "max_len_b", "min_len")
 
 
 @dataclass
@@ -145,6 +167,29 @@ class Config:
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _at_least(section: str, obj: Any, minimum: float, *names: str) -> None:
+    """Range checks, so a bad number is one clear line here and not a traceback deep in training.
+    None (an unset optional value) passes."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and not value >= minimum:  # `not >=` also catches NaN
+            raise ConfigError(f"{section}.{name}: must be at least {minimum}, got {value}")
+
+
+def _positive(section: str, obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and not value > 0:
+            raise ConfigError(f"{section}.{name}: must be greater than 0, got {value}")
+
+
+def _fraction(section: str, obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{section}.{name}: must be in [0, 1), got {value}")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

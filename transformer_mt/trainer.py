@@ -223,7 +223,7 @@ class Trainer:
                 self.scaler.scale(loss * (self.dist.world_size / n_tokens)).backward()
             loss_sum, nll_sum = loss_sum + loss.detach(), nll_sum + nll
         self.scaler.unscale_(self.optimizer)
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_norm)
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_norm or math.inf)
         # The norm is of the all-reduced gradients, so every rank takes the same decision. With fp16
         # the scaler itself skips overflowing steps and lowers its scale.
         if self.precision != "fp16" and not torch.isfinite(grad_norm):
