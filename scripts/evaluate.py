@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from transformer_mt.cli import main_guard
+from transformer_mt.cli import add_search_flags, check_search_flags, main_guard
 from transformer_mt.errors import UserError
 from transformer_mt.metrics import corpus_scores
 from transformer_mt.runtime import retain_freed_memory
@@ -25,10 +25,7 @@ def main() -> int:
     parser.add_argument("--runs", default="runs")
     parser.add_argument("--src", help="source sentences, one per line (default: the run's data/test split)")
     parser.add_argument("--ref", action="append", help="reference translations, one per line; repeat for more")
-    parser.add_argument("--beam-size", type=int, help="1 = greedy (default: the run's decode.beam_size)")
-    parser.add_argument("--max-len-a", type=float)
-    parser.add_argument("--max-len-b", type=int)
-    parser.add_argument("--batch-size", type=int, default=64)
+    add_search_flags(parser)
     parser.add_argument("--output", help="write the translations here, one per line")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -37,8 +34,7 @@ def main() -> int:
     retain_freed_memory()
     if (args.src is None) != (args.ref is None):
         raise UserError("give --src and --ref together, or neither (the run's test split)")
-    if args.beam_size is not None and args.beam_size < 1:
-        raise UserError("--beam-size must be at least 1")
+    check_search_flags(args)
     translator = Translator.from_args(args.run, args.checkpoint, args.runs, args.device, args.precision)
     sources, references = _inputs(translator, args.src, args.ref)
     search = translator.search_config(beam_size=args.beam_size, max_len_a=args.max_len_a, max_len_b=args.max_len_b)

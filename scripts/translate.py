@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from transformer_mt.cli import main_guard
+from transformer_mt.cli import add_search_flags, check_search_flags, main_guard
 from transformer_mt.errors import UserError
 from transformer_mt.runtime import retain_freed_memory
 from transformer_mt.translator import Translator
@@ -24,28 +24,22 @@ def main() -> int:
     parser.add_argument("--run", help="run folder (default: the latest under --runs)")
     parser.add_argument("--checkpoint", help="checkpoint file (default: the run's best.pt, else last.pt)")
     parser.add_argument("--runs", default="runs", help="where to look for the latest run")
-    parser.add_argument("--beam-size", type=int, help="beam size (1 = greedy; default: the run's decode.beam_size)")
+    add_search_flags(parser)
     parser.add_argument("--nbest", type=int, default=1, help="print this many hypotheses per sentence, with scores")
-    parser.add_argument("--max-len-a", type=float, help="output length limit a·source_length + b: a")
-    parser.add_argument("--max-len-b", type=int, help="output length limit a·source_length + b: b")
-    parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--attention", metavar="OUT.png", help="save the cross-attention heatmaps of the sentence")
     args = parser.parse_args()
     retain_freed_memory()
-    if args.beam_size is not None and args.beam_size < 1:
-        raise UserError("--beam-size must be at least 1")
-    if args.nbest < 1 or (args.beam_size is not None and args.nbest > args.beam_size):
-        raise UserError("--nbest must be between 1 and the beam size")
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
+    check_search_flags(args)
     translator = Translator.from_args(args.run, args.checkpoint, args.runs, args.device, args.precision)
+    search = translator.search_config(beam_size=args.beam_size, max_len_a=args.max_len_a,
+                                      max_len_b=args.max_len_b, nbest=args.nbest)
+    if not 1 <= args.nbest <= search.beam_size:
+        raise UserError(f"--nbest must be between 1 and the beam size ({search.beam_size})")
     sentences = args.sentences if args.sentences else [line.rstrip("\n") for line in sys.stdin]
     if args.attention:
         _save_attention(translator, sentences, args.attention)
-    search = translator.search_config(beam_size=args.beam_size, max_len_a=args.max_len_a,
-                                      max_len_b=args.max_len_b, nbest=args.nbest)
     for hyps in translator.translate(sentences, search, args.batch_size):
         if args.nbest == 1:
             print(hyps[0].text)

@@ -110,6 +110,31 @@ def test_bad_input_gets_one_line_and_nonzero_exit(args, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("script, flags, message", [
+    ("scripts/translate.py", ["--nbest", "4"], "--nbest must be between 1 and the beam size (3)"),  # the run's beam
+    ("scripts/translate.py", ["--max-len-a", "-1"], "--max-len-a must be at least 0"),
+    ("scripts/evaluate.py", ["--batch-size", "0"], "--batch-size must be at least 1"),
+])
+def test_bad_decoding_flags_get_one_line_and_nonzero_exit(trained, script, flags, message):
+    result = cli(script, "--run", str(trained[1]), *flags, *(["Hello."] if "translate" in script else []))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {message}") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_translation_batches_default_to_the_runs_decode_batch_size(trained, monkeypatch):
+    from transformer_mt.run import open_run
+    from transformer_mt.translator import Translator
+    translator = Translator(open_run(trained[1]), device="cpu")
+    translator.config.decode.batch_size = 2
+    sizes, search = [], translator._search
+    monkeypatch.setattr(translator, "_search", lambda batch, cfg: sizes.append(len(batch)) or search(batch, cfg))
+    translator.translate(["Hello.", "Thanks.", "Go.", "I see.", "Wait."], translator.search_config(beam_size=1))
+    assert sizes == [2, 2, 1]
+    sizes.clear()
+    translator.translate(["Hello.", "Thanks.", "Go."], translator.search_config(beam_size=1), batch_size=3)
+    assert sizes == [3]
+
+
 def test_corrupt_checkpoint_is_a_clear_error(trained, tmp_path):
     _, run, _, _ = trained
     broken = tmp_path / "broken.pt"

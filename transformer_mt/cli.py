@@ -1,6 +1,7 @@
 """Shared command-line plumbing: bad input becomes one line on stderr and exit status 2."""
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
@@ -19,3 +20,20 @@ def main_guard(main: Callable[[], int | None]) -> None:
     except BrokenPipeError:
         sys.exit(1)
     sys.exit(code or 0)
+
+
+def add_search_flags(parser: argparse.ArgumentParser) -> None:
+    """The decoding flags translate.py and evaluate.py share; unset ones keep the run's decode section."""
+    parser.add_argument("--beam-size", type=int, help="beam size (1 = greedy; default: the run's decode.beam_size)")
+    parser.add_argument("--max-len-a", type=float, help="output length limit a·source_length + b: a "
+                                                        "(default: the run's decode.max_len_a)")
+    parser.add_argument("--max-len-b", type=int, help="output length limit a·source_length + b: b "
+                                                      "(default: the run's decode.max_len_b)")
+    parser.add_argument("--batch-size", type=int, help="sentences per batch (default: the run's decode.batch_size)")
+
+
+def check_search_flags(args: argparse.Namespace) -> None:
+    for flag, value, minimum in (("--beam-size", args.beam_size, 1), ("--max-len-a", args.max_len_a, 0),
+                                 ("--max-len-b", args.max_len_b, 0), ("--batch-size", args.batch_size, 1)):
+        if value is not None and value < minimum:
+            raise UserError(f"{flag} must be at least {minimum}, got {value}")

@@ -57,14 +57,14 @@ class Translator:
         run = open_run(Path(run_dir)) if run_dir else latest_run(Path(runs_root))
         return cls(run, None, device, precision)
 
-    def search_config(self, **changes) -> SearchConfig:
+    def search_config(self, beam_size: int | None = None, max_len_a: float | None = None,
+                      max_len_b: int | None = None, nbest: int = 1) -> SearchConfig:
+        """The run's decode section, with the given (non-None) values instead."""
         d = self.config.decode
-        base = SearchConfig(beam_size=d.beam_size, length_penalty=d.length_penalty, alpha=d.alpha,
-                            max_len_a=d.max_len_a, max_len_b=d.max_len_b, min_len=d.min_len)
-        for key, value in changes.items():
-            if value is not None:
-                setattr(base, key, value)
-        return base
+        return SearchConfig(beam_size=d.beam_size if beam_size is None else beam_size,
+                            length_penalty=d.length_penalty, alpha=d.alpha,
+                            max_len_a=d.max_len_a if max_len_a is None else max_len_a,
+                            max_len_b=d.max_len_b if max_len_b is None else max_len_b, min_len=d.min_len, nbest=nbest)
 
     def encode(self, sentences: list[str]) -> list[list[int]]:
         encoded = []
@@ -77,8 +77,11 @@ class Translator:
         return encoded
 
     @torch.no_grad()
-    def translate(self, sentences: list[str], search: SearchConfig, batch_size: int = 64) -> list[list[Translation]]:
-        """n-best translations per sentence, in input order; empty input gives an empty translation."""
+    def translate(self, sentences: list[str], search: SearchConfig,
+                  batch_size: int | None = None) -> list[list[Translation]]:
+        """n-best translations per sentence, in input order; empty input gives an empty translation.
+        Batches hold `batch_size` sentences (default: the run's decode.batch_size)."""
+        batch_size = batch_size or self.config.decode.batch_size
         encoded = self.encode(sentences)
         results: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
         order = sorted((i for i, s in enumerate(sentences) if s.strip()), key=lambda i: len(encoded[i]))
