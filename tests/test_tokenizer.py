@@ -35,3 +35,10 @@ def test_joint_and_separate_vocabularies(sample_pairs):
     assert joint.joint and joint.src is joint.tgt
     separate = TokenizerPair.train(sample_pairs[:500], TokenizerConfig(vocab_size=600, joint=False))
     assert not separate.joint and separate.src.hf.to_str() != separate.tgt.hf.to_str()
+
+
+def test_the_smallest_vocabulary_the_config_allows_is_the_untrained_one(sample_pairs):
+    # config.MIN_VOCAB stands for "special tokens + byte alphabet": asking for less gets exactly that many.
+    from transformer_mt.config import MIN_VOCAB
+    tok = Tokenizer.train((t for pair in sample_pairs[:200] for t in pair), vocab_size=10)
+    assert tok.vocab_size == MIN_VOCAB
