@@ -22,9 +22,11 @@ def main() -> int:
     parser.add_argument("--last", type=int, default=3, help="how many of the newest periodic checkpoints")
     parser.add_argument("--output", help="default: RUN/checkpoints/averaged.pt")
     args = parser.parse_args()
+    if args.last < 1:
+        raise UserError(f"--last must be at least 1, got {args.last}")
     run = open_run(Path(args.run))
-    paths = run.step_checkpoints()[-args.last :] if args.last > 0 else []
-    if len(paths) < max(args.last, 1):
+    paths = run.step_checkpoints()[-args.last :]
+    if len(paths) < args.last:
         raise UserError(f"{run.checkpoints} has {len(run.step_checkpoints())} periodic checkpoints, "
                         f"fewer than --last {args.last}")
     output = Path(args.output) if args.output else run.checkpoints / "averaged.pt"

@@ -209,6 +209,9 @@ def test_average_checkpoints_is_the_mean_and_translates(tmp_path, corpus):
     too_many = subprocess.run([sys.executable, "scripts/average_checkpoints.py", "--run", str(run), "--last", "9"],
                               cwd=ROOT, capture_output=True, text=True)
     assert too_many.returncode == 2 and "fewer than --last 9" in too_many.stderr
+    none = subprocess.run([sys.executable, "scripts/average_checkpoints.py", "--run", str(run), "--last", "0"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert none.returncode == 2 and none.stderr.strip() == "error: --last must be at least 1, got 0"
 
 
 def test_compiled_training_on_cpu_saves_plain_weights(tmp_path, corpus):
