@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from transformer_mt.cli import add_search_flags, check_search_flags, main_guard
+from transformer_mt.data import read_lines
 from transformer_mt.errors import UserError
 from transformer_mt.metrics import corpus_scores
 from transformer_mt.runtime import retain_freed_memory
@@ -72,7 +73,7 @@ def _read_lines(path: str) -> list[str]:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"file not found: {path}")
-    return file.read_text(encoding="utf-8").splitlines()
+    return list(read_lines(file))
 
 
 if __name__ == "__main__":

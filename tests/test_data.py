@@ -60,6 +60,30 @@ def test_bad_local_files_are_clear_errors(tmp_path):
         load_pairs(DataConfig(source="files", files=[str(tmp_path / "a.en"), str(tmp_path / "a.fr")]))
 
 
+def test_lines_end_at_newline_only_so_parallel_files_stay_aligned(tmp_path):
+    # A sentence may hold U+0085, U+2028 or a lone CR; str.splitlines() (and universal newlines) would
+    # cut it in two. Windows line ends (CRLF) are still one line end.
+    sources = ["a\u0085b", "c\u2028d", "e\rf", "g", "h"]
+    (tmp_path / "p.en").write_bytes(("\n".join(sources[:4]) + "\r\nh\n").encode("utf-8"))
+    (tmp_path / "p.fr").write_text("1\n2\n3\n4\n5\n", encoding="utf-8")
+    pairs = load_pairs(DataConfig(source="files", files=[str(tmp_path / "p.en"), str(tmp_path / "p.fr")]))
+    assert pairs == list(zip(sources, "12345"))
+    tsv = tmp_path / "p.tsv"
+    tsv.write_bytes("x\u2028y\tz\r\n".encode("utf-8"))
+    assert load_pairs(DataConfig(source="files", files=[str(tsv)])) == [("x\u2028y", "z")]
+
+
+def test_unreadable_bytes_are_one_line_errors(tmp_path):
+    latin1 = tmp_path / "latin1.tsv"
+    latin1.write_bytes("caf\u00e9\tcaf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.tsv: not UTF-8 text \(it holds the byte 0xe9\)"):
+        load_pairs(DataConfig(source="files", files=[str(latin1)]))
+    fake_gzip = tmp_path / "c.jsonl.gz"
+    fake_gzip.write_text('{"translation": {"en": "a", "fr": "b"}}\n')
+    with pytest.raises(DataError, match="c.jsonl.gz: cannot be read"):
+        load_pairs(DataConfig(source="files", files=[str(fake_gzip)]))
+
+
 def test_sample_corpus_is_shipped_and_shuffled():
     pairs = load_pairs(DataConfig(source="sample"))
     assert len(pairs) == 140_000

@@ -121,6 +121,12 @@ def test_bad_decoding_flags_get_one_line_and_nonzero_exit(trained, script, flags
     assert result.stderr.startswith(f"error: {message}") and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_input_that_is_not_utf8_is_a_one_line_error(trained):
+    result = subprocess.run([sys.executable, "scripts/translate.py", "--run", str(trained[1])],
+                            input=b"Hello.\n\xff\xfe\n", capture_output=True, cwd=ROOT, env=ENV, timeout=600)
+    assert result.returncode == 2 and result.stderr.decode() == "error: sentence 2 is not UTF-8 text\n"
+
+
 def test_translation_batches_default_to_the_runs_decode_batch_size(trained, monkeypatch):
     from transformer_mt.run import open_run
     from transformer_mt.translator import Translator

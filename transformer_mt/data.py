@@ -7,6 +7,7 @@ import random
 import re
 import socket
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -127,40 +128,50 @@ def _load_files(files: list[str], src: str, tgt: str) -> list[Pair]:
     return pairs
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+def read_lines(path: Path) -> Iterator[str]:
+    """A UTF-8 text file's lines (gzip-compressed if it ends in .gz), without their line ends.
+
+    Lines end at "\n" only (a "\r" before it is dropped), as `wc -l` and sacreBLEU count them: Python's
+    universal newlines and str.splitlines() also split at a lone "\r", U+0085 or U+2028 inside a
+    sentence, which misaligns parallel files. Bytes that are not UTF-8 are a one-line error."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8", newline="\n") as handle:
+            for line in handle:
+                yield line.removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (it holds the byte 0x{err.object[err.start]:02x})") from None
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot be read: {err}") from None
 
 
 def _load_jsonl(path: Path, src: str, tgt: str) -> list[Pair]:
     pairs = []
-    with _open_text(path) as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)["translation"]
-                pairs.append((item[src] or "", item[tgt] or ""))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DataError(
-                    f"{path}:{number}: expected {{\"translation\": {{\"{src}\": ..., \"{tgt}\": ...}}}}"
-                ) from None
+    for number, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)["translation"]
+            pairs.append((item[src] or "", item[tgt] or ""))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataError(
+                f"{path}:{number}: expected {{\"translation\": {{\"{src}\": ..., \"{tgt}\": ...}}}}"
+            ) from None
     return pairs
 
 
 def _load_tsv(path: Path) -> list[Pair]:
     pairs = []
-    with _open_text(path) as handle:
-        for number, line in enumerate(handle, 1):
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < 2:
-                raise DataError(f"{path}:{number}: expected source<TAB>target")
-            pairs.append((fields[0], fields[1]))
+    for number, line in enumerate(read_lines(path), 1):
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise DataError(f"{path}:{number}: expected source<TAB>target")
+        pairs.append((fields[0], fields[1]))
     return pairs
 
 
 def _load_parallel(src_path: Path, tgt_path: Path) -> list[Pair]:
-    with _open_text(src_path) as s, _open_text(tgt_path) as t:
-        sources, targets = s.read().splitlines(), t.read().splitlines()
+    sources, targets = list(read_lines(src_path)), list(read_lines(tgt_path))
     if len(sources) != len(targets):
         raise DataError(f"{src_path} has {len(sources)} lines but {tgt_path} has {len(targets)}: not aligned")
     return list(zip(sources, targets))

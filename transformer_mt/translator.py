@@ -67,6 +67,11 @@ class Translator:
                             max_len_b=d.max_len_b if max_len_b is None else max_len_b, min_len=d.min_len, nbest=nbest)
 
     def encode(self, sentences: list[str]) -> list[list[int]]:
+        for number, sentence in enumerate(sentences, 1):
+            try:  # bytes that were not UTF-8 reach us as lone surrogates (Python's surrogateescape)
+                sentence.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"sentence {number} is not UTF-8 text") from None
         encoded = []
         for number, ids in enumerate(self.tokenizers.src.encode_batch(sentences), 1):
             if len(ids) > self.max_source:
