@@ -13,7 +13,7 @@ import torch
 from transformer_mt.cli import main_guard
 from transformer_mt.config import load_config
 from transformer_mt.pipeline import prepare
-from transformer_mt.runtime import retain_freed_memory
+from transformer_mt.runtime import pick_device, pick_precision, retain_freed_memory
 from transformer_mt.trainer import Distributed, Trainer
 
 
@@ -24,6 +24,8 @@ def main() -> int:
     args = parser.parse_args()
     retain_freed_memory()
     config = load_config(args.config, args.overrides)
+    # An impossible device or precision fails now, before the corpus loads and the run folder is written.
+    pick_precision(config.train.precision, pick_device(config.train.device))
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     distributed = Distributed.from_env()

@@ -141,6 +141,26 @@ def test_translation_batches_default_to_the_runs_decode_batch_size(trained, monk
     assert sizes == [3]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where there is no GPU")
+@pytest.mark.parametrize("override, message", [
+    ("train.device=cuda", "no CUDA GPU is visible"),
+    ("train.precision=fp16", "fp16 needs CUDA"),
+])
+def test_impossible_device_fails_before_writing_anything(tmp_path, override, message):
+    result = cli("scripts/train.py", "configs/tiny.yaml", f"run.root={tmp_path / 'runs'}", override)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert "loading corpus" not in result.stdout and not (tmp_path / "runs").exists()
+
+
+def test_unwritable_run_root_is_a_one_line_error(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    result = cli("scripts/train.py", "configs/tiny.yaml", f"run.root={tmp_path / 'a_file'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: cannot create the run folder {tmp_path}/a_file/tiny: "
+                                                  f"Not a directory"]
+
+
 def test_corrupt_checkpoint_is_a_clear_error(trained, tmp_path):
     _, run, _, _ = trained
     broken = tmp_path / "broken.pt"

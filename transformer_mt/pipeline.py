@@ -58,7 +58,10 @@ def _prepare_new(run: RunPaths, config: Config, log) -> tuple[Splits, TokenizerP
     log(f"BPE vocabulary: {tokenizers.src.vocab_size}" + ("" if tokenizers.joint else f" / {tokenizers.tgt.vocab_size}"))
     if run.root.exists():  # a folder from a run that never reached its first checkpoint
         shutil.rmtree(run.root)
-    run.data.mkdir(parents=True)
+    try:
+        run.data.mkdir(parents=True)
+    except OSError as err:
+        raise UserError(f"cannot create the run folder {run.root}: {err.strerror}") from None
     save_config(config, run.config)
     tokenizers.save(run.src_tokenizer, run.tgt_tokenizer)
     for name in ("train", "valid", "test"):
