@@ -161,6 +161,17 @@ def test_unwritable_run_root_is_a_one_line_error(tmp_path):
                                                   f"Not a directory"]
 
 
+def test_a_checkpoint_copied_out_of_its_run_needs_the_run_named(trained, tmp_path):
+    _, run, _, train_pairs = trained
+    copy = tmp_path / "model.pt"
+    copy.write_bytes((run / "checkpoints" / "last.pt").read_bytes())
+    alone = cli("scripts/translate.py", "--checkpoint", str(copy), "Hello.")
+    assert alone.returncode == 2 and alone.stderr.strip() == (
+        f"error: {copy} is not in a run folder's checkpoints/: name its run folder with --run")
+    named = cli("scripts/translate.py", "--checkpoint", str(copy), "--run", str(run), train_pairs[0][0])
+    assert named.returncode == 0 and named.stdout.strip() == train_pairs[0][1]
+
+
 def test_corrupt_checkpoint_is_a_clear_error(trained, tmp_path):
     _, run, _, _ = trained
     broken = tmp_path / "broken.pt"
