@@ -188,6 +188,17 @@ def test_ddp_two_cpu_ranks_match_single_process_on_the_same_global_batch(tmp_pat
         torch.testing.assert_close(rank0[name], single[name], atol=2e-5, rtol=1e-4)
 
 
+def test_bad_input_under_torchrun_is_reported_once_by_rank_0(tmp_path):
+    missing = tmp_path / "missing.tsv"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "scripts/train.py", "configs/tiny.yaml", f"run.root={tmp_path}", "data.source=files",
+                             f"data.files=[{missing}]"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert output.count(f"error: corpus file not found: {missing}") == 1
+    assert "[rank1]" not in output and "Connection reset" not in output  # rank 1 left quietly, no traceback
+
+
 def test_average_checkpoints_is_the_mean_and_translates(tmp_path, corpus):
     from transformer_mt.averaging import average_checkpoints
     from transformer_mt.translator import Translator
