@@ -62,6 +62,8 @@ def _inputs(translator: Translator, src: str | None, refs: list[str] | None) -> 
         src_path, ref_path = translator.run.split_files("test", cfg.src_lang, cfg.tgt_lang)
         src, refs = str(src_path), [str(ref_path)]
     sources = _read_lines(src)
+    if not sources:
+        raise UserError(f"{src} is empty: no sentences to score")
     references = [_read_lines(path) for path in refs]
     for path, lines in zip(refs, references):
         if len(lines) != len(sources):

@@ -127,6 +127,15 @@ def test_input_that_is_not_utf8_is_a_one_line_error(trained):
     assert result.returncode == 2 and result.stderr.decode() == "error: sentence 2 is not UTF-8 text\n"
 
 
+def test_evaluate_refuses_an_empty_source_file(trained, tmp_path):
+    (tmp_path / "empty.en").write_text("")
+    (tmp_path / "empty.fr").write_text("")
+    result = cli("scripts/evaluate.py", "--run", str(trained[1]), "--src", str(tmp_path / "empty.en"),
+                 "--ref", str(tmp_path / "empty.fr"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path}/empty.en is empty: no sentences to score"
+
+
 def test_translation_batches_default_to_the_runs_decode_batch_size(trained, monkeypatch):
     from transformer_mt.run import open_run
     from transformer_mt.translator import Translator
