@@ -114,6 +114,8 @@ def test_bad_input_gets_one_line_and_nonzero_exit(args, message):
     ("scripts/translate.py", ["--nbest", "4"], "--nbest must be between 1 and the beam size (3)"),  # the run's beam
     ("scripts/translate.py", ["--max-len-a", "-1"], "--max-len-a must be at least 0"),
     ("scripts/evaluate.py", ["--batch-size", "0"], "--batch-size must be at least 1"),
+    pytest.param("scripts/translate.py", ["--device", "cuda"], "--device is cuda but no CUDA GPU is visible",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")),
 ])
 def test_bad_decoding_flags_get_one_line_and_nonzero_exit(trained, script, flags, message):
     result = cli(script, "--run", str(trained[1]), *flags, *(["Hello."] if "translate" in script else []))

@@ -16,9 +16,10 @@ from .errors import UserError
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, setting: str = "train.device") -> torch.device:
+    """`setting` names where `name` came from, for the error message."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device is cuda but no CUDA GPU is visible: use device=auto or cpu")
+        raise UserError(f"{setting} is cuda but no CUDA GPU is visible: use auto or cpu")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and "LOCAL_RANK" in os.environ:

@@ -29,7 +29,7 @@ class Translator:
                  precision: str = "fp32"):
         self.run = run
         path = checkpoint or run.default_checkpoint()
-        self.device = pick_device(device)
+        self.device = pick_device(device, setting="--device")
         state = ckpt.load(path, map_location=self.device)
         self.config: Config = from_dict(state["config"], origin=str(path))
         self.tokenizers = TokenizerPair.load(run.src_tokenizer, run.tgt_tokenizer, state["vocab"]["joint"])
