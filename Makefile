@@ -6,6 +6,8 @@ CONFIG ?= configs/sample.yaml
 ARGS ?=
 NPROC ?= 1
 TEXT ?= I am hungry.
+# Handed to the recipe through the environment, so quotes, $ and apostrophes in it reach translate.py as typed.
+export TEXT
 RUN ?=
 # torch goes in first and pinned, so nothing that depends on it can pull a multi-GB CUDA build on a
 # CPU machine. Elsewhere, TORCH_INDEX=https://download.pytorch.org/whl/cpu (or a CUDA index) picks the build.
@@ -35,7 +37,7 @@ else
 endif
 
 translate: install
-	$(PY) scripts/translate.py $(if $(RUN),--run $(RUN)) "$(TEXT)"
+	$(PY) scripts/translate.py $(if $(RUN),--run $(RUN)) -- "$$TEXT"
 
 evaluate: install
 	$(PY) scripts/evaluate.py $(if $(RUN),--run $(RUN)) $(ARGS)

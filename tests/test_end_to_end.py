@@ -1,4 +1,5 @@
 """Train a tiny model on a few hundred pairs until it reproduces them, then use the CLIs as a user would."""
+import json
 import os
 import subprocess
 import sys
@@ -108,6 +109,15 @@ def test_bad_input_gets_one_line_and_nonzero_exit(args, message):
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_make_translate_hands_the_text_over_as_typed():
+    text = 'He said "hi" to l\'homme `date` -5'  # quotes, apostrophes and backticks reach the script unchanged
+    show_argv = f"{sys.executable} -c 'import json, sys; print(json.dumps(sys.argv[1:]))'"
+    result = subprocess.run(["make", "-s", "-o", ".venv/.installed", "translate", f"PY={show_argv}", f"TEXT={text}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == ["scripts/translate.py", "--", text]
 
 
 @pytest.mark.parametrize("script, flags, message", [
