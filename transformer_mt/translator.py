@@ -52,10 +52,13 @@ class Translator:
             path = Path(checkpoint)
             if not path.is_file():
                 raise UserError(f"checkpoint not found: {path}")
-            folder = Path(run_dir) if run_dir else path.resolve().parent.parent
-            if not run_dir and not RunPaths(folder).config.is_file():
-                raise UserError(f"{path} is not in a run folder's checkpoints/: name its run folder with --run")
-            run = open_run(folder)
+            if run_dir:
+                return cls(open_run(Path(run_dir)), path, device, precision)
+            try:
+                run = open_run(path.resolve().parent.parent)
+            except UserError:
+                raise UserError(f"{path} is not in a run folder's checkpoints/: "
+                                "name its run folder with --run") from None
             return cls(run, path, device, precision)
         run = open_run(Path(run_dir)) if run_dir else latest_run(Path(runs_root))
         return cls(run, None, device, precision)
