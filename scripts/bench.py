@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
+import os
 import platform
 import statistics
 import subprocess
@@ -248,14 +250,20 @@ def quality_per_budget(minutes: float, smoke: bool) -> dict:
     """Train configs/sample.yaml for a fixed wall-clock budget, then score greedy and beam on its test split."""
     with tempfile.TemporaryDirectory() as root:
         config, extra = ("configs/tiny.yaml", ["train.max_steps=20"]) if smoke else ("configs/sample.yaml", [])
-        subprocess.run([sys.executable, "scripts/train.py", config, f"run.root={root}", "run.name=budget",
-                        f"train.max_minutes={minutes}", *extra], cwd=ROOT, check=True, capture_output=True)
-        scores = {}
-        for beam in (1, 4):
-            result = subprocess.run([sys.executable, "scripts/evaluate.py", "--run", f"{root}/budget", "--beam-size",
-                                     str(beam), "--json"], cwd=ROOT, check=True, capture_output=True, text=True)
-            scores["greedy" if beam == 1 else "beam4"] = json.loads(result.stdout)
+        _script("train.py", config, f"run.root={root}", "run.name=budget", f"train.max_minutes={minutes}", *extra)
+        scores = {"greedy" if beam == 1 else "beam4":
+                  json.loads(_script("evaluate.py", "--run", f"{root}/budget", "--beam-size", str(beam), "--json"))
+                  for beam in (1, 4)}
     return {"config": config, "minutes": minutes, **scores}
+
+
+def _script(name: str, *args: str) -> str:
+    """Run one of our scripts; its stdout, or a UserError with the last line it wrote to stderr."""
+    result = subprocess.run([sys.executable, f"scripts/{name}", *args], cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UserError(f"scripts/{name} exited with {result.returncode}: {last}")
+    return result.stdout
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -289,8 +297,11 @@ def run(args: argparse.Namespace) -> dict:
     _add_mfu(results, setup, same_batches, precisions)
     results["padding"] = padding_shares(setup, 2048)
     if args.train_minutes > 0:
-        results["quality"] = quality_per_budget(args.train_minutes, args.smoke)
-        _log(f"quality after {args.train_minutes} min: {results['quality']}")
+        try:
+            results["quality"] = quality_per_budget(args.train_minutes, args.smoke)
+            _log(f"quality after {args.train_minutes} min: {results['quality']}")
+        except UserError as err:  # the timings above still get written; main() exits non-zero
+            results["quality"] = {"error": str(err)}
     results["ratios"] = _ratios(results, precisions, peer_present=not args.no_peer)
     for name in REQUIRED_RATIOS:  # a skipped figure stays visible as null, its reason under "skipped"
         results["ratios"].setdefault(name, None)
@@ -410,11 +421,30 @@ def main() -> int:
     parser.add_argument("--train-minutes", type=float, default=3.0, help="quality-per-budget training (0: skip)")
     parser.add_argument("--output", default="bench.json")
     args = parser.parse_args()
+    output = _check_args(args)
     retained = retain_freed_memory()  # as train/translate/evaluate run; the peer shares this process
     results = {"retain_freed_memory": retained, **run(args)}
-    Path(args.output).write_text(json.dumps(results, indent=2))
-    print(_markdown(results))
+    print(_markdown(results))  # first: if the file cannot be written after all, the figures are on screen
+    try:
+        output.write_text(json.dumps(results, indent=2))
+    except OSError as err:
+        raise UserError(f"cannot write --output {output}: {err.strerror or err}") from None
+    if "error" in results.get("quality", {}):
+        raise UserError(f"quality per budget failed ({output} has the other figures): {results['quality']['error']}")
     return 0
+
+
+def _check_args(args: argparse.Namespace) -> Path:
+    """Refuse what would only fail after minutes of measuring."""
+    if not 0 <= args.train_minutes < math.inf:
+        raise UserError(f"--train-minutes must be a number of minutes >= 0 (0 skips it), got {args.train_minutes}")
+    output = Path(args.output)
+    if output.is_dir():
+        raise UserError(f"--output {output} is a folder; name the JSON file to write")
+    folder = output.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UserError(f"--output {output}: folder {folder} does not exist or is not writable")
+    return output
 
 
 def _device_name(device: torch.device) -> str:
@@ -446,7 +476,7 @@ def _markdown(results: dict) -> str:
                   "|---|---|---|---|"]
         lines += [_profile_row(k, v) for k, v in results["profiles"].items()]
     lines += [f"skipped {k}: {reason}" for k, reason in results["skipped"].items()]
-    if "quality" in results:
+    if "quality" in results and "error" not in results["quality"]:
         q = results["quality"]
         lines += ["", f"quality after {q['minutes']} min of {q['config']}: greedy BLEU {q['greedy']['bleu']} "
                       f"chrF {q['greedy']['chrf']}; beam-4 BLEU {q['beam4']['bleu']} chrF {q['beam4']['chrf']}"]

@@ -63,3 +63,36 @@ def test_bench_smoke_run_writes_json_with_ratios(tmp_path):
         profile = report["profiles"][key]
         assert 0 < profile["gemm_seconds"] < profile["total_seconds"]
     assert "| profile (one run, self time) |" in result.stdout
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--train-minutes", "-1"], "--train-minutes must be a number of minutes >= 0"),
+    (["--train-minutes", "nan"], "--train-minutes must be a number of minutes >= 0"),
+    (["--output", "missing/bench.json"], "folder missing does not exist or is not writable"),
+    (["--output", "."], "is a folder; name the JSON file to write"),
+])
+def test_bad_arguments_fail_before_measuring(tmp_path, flags, message):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke", *flags], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and result.stdout == ""  # nothing measured
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_a_failing_script_is_one_line_naming_it_and_its_last_error():
+    with pytest.raises(bench.UserError, match=r"^scripts/train.py exited with 2: error: .*no-such.yaml"):
+        bench._script("train.py", "no-such.yaml")
+
+
+def test_a_failed_quality_run_keeps_the_timings_and_exits_with_one_line(tmp_path, monkeypatch, capsys):
+    figures = {"min": 1.0, "median": 2.0, "max": 3.0}
+    measured = {"device": "cpu", "torch": torch.__version__, "date": "today", "matmul_gflops": {"fp32": figures},
+                "train": {}, "decode": {}, "ratios": {"greedy_fp32": 1.5}, "profiles": {}, "skipped": {},
+                "quality": {"error": "scripts/train.py exited with 1: error: disk full"}}
+    monkeypatch.setattr(bench, "run", lambda args: measured)
+    output = tmp_path / "bench.json"
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--output", str(output)])
+    with pytest.raises(bench.UserError, match=rf"quality per budget failed \({output} has the other figures\): .*disk full"):
+        bench.main()
+    assert json.loads(output.read_text())["ratios"] == {"greedy_fp32": 1.5}
+    assert "| greedy_fp32 | 1.50 |" in capsys.readouterr().out
