@@ -30,10 +30,29 @@ def main() -> int:
         raise UserError(f"{run.checkpoints} has {len(run.step_checkpoints())} periodic checkpoints, "
                         f"fewer than --last {args.last}")
     output = Path(args.output) if args.output else run.checkpoints / "averaged.pt"
-    ckpt.save_atomic(average_checkpoints(paths), output)
+    _check_output(output)
+    try:
+        ckpt.save_atomic(average_checkpoints(paths), output)
+    except OSError as err:
+        raise UserError(f"cannot write --output {output}: {err.strerror or err}") from None
     print(f"averaged {', '.join(p.name for p in paths)} into {output}\n"
           f"evaluate it: python scripts/evaluate.py --run {run.root} --checkpoint {output}")
     return 0
+
+
+def _check_output(output: Path) -> None:
+    """Replace only an earlier average: never a run's last.pt (its training state), best.pt or anything else."""
+    if output.is_dir():
+        raise UserError(f"--output {output} is a folder; name the checkpoint file to write")
+    if not output.exists():
+        return
+    try:
+        averaged = "averaged_from" in ckpt.load(output)
+    except ckpt.CheckpointError:
+        averaged = False
+    if not averaged:
+        raise UserError(f"--output {output} exists and is not an averaged checkpoint: it will not be replaced "
+                        "(name a new file)")
 
 
 if __name__ == "__main__":

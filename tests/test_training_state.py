@@ -223,6 +223,18 @@ def test_average_checkpoints_is_the_mean_and_translates(tmp_path, corpus):
     none = subprocess.run([sys.executable, "scripts/average_checkpoints.py", "--run", str(run), "--last", "0"],
                           cwd=ROOT, capture_output=True, text=True)
     assert none.returncode == 2 and none.stderr.strip() == "error: --last must be at least 1, got 0"
+    again = subprocess.run([sys.executable, "scripts/average_checkpoints.py", "--run", str(run), "--last", "2"],
+                           cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr  # an earlier average may be replaced...
+    last = (run / "checkpoints" / "last.pt").read_bytes()
+    for output, message in ((run / "checkpoints" / "last.pt", "exists and is not an averaged checkpoint"),
+                            (run / "config.yaml", "exists and is not an averaged checkpoint"),
+                            (run / "checkpoints", "is a folder")):
+        refused = subprocess.run([sys.executable, "scripts/average_checkpoints.py", "--run", str(run), "--last", "2",
+                                  "--output", str(output)], cwd=ROOT, capture_output=True, text=True)
+        assert refused.returncode == 2 and refused.stderr.startswith(f"error: --output {output} {message}")
+    assert (run / "checkpoints" / "last.pt").read_bytes() == last  # ...never the run's training state
+    assert not list(run.rglob(".*.tmp"))
 
 
 def test_compiled_training_on_cpu_saves_plain_weights(tmp_path, corpus):

@@ -24,11 +24,14 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save({"format_version": FORMAT_VERSION, **state}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save({"format_version": FORMAT_VERSION, **state}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:  # a failed write (disk full, a folder in the way) leaves no hidden half-file behind
+        tmp.unlink(missing_ok=True)
 
 
 def copy_atomic(source: Path, target: Path) -> None:

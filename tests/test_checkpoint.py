@@ -1,0 +1,26 @@
+import pytest
+import torch
+
+from transformer_mt import checkpoint as ckpt
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    ckpt.save_atomic({"model": {"w": torch.ones(2)}, "config": {}}, path)
+    before = path.read_bytes()
+
+    def disk_full(obj, handle):
+        handle.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        ckpt.save_atomic({"model": {"w": torch.zeros(2)}, "config": {}}, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_folder_in_the_way_is_an_error_and_leaves_no_temporary(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(IsADirectoryError):
+        ckpt.save_atomic({"model": {}, "config": {}}, tmp_path / "checkpoints")
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoints"]
