@@ -24,3 +24,12 @@ def test_a_folder_in_the_way_is_an_error_and_leaves_no_temporary(tmp_path):
     with pytest.raises(IsADirectoryError):
         ckpt.save_atomic({"model": {}, "config": {}}, tmp_path / "checkpoints")
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoints"]
+
+
+def test_a_failed_copy_leaves_no_temporary(tmp_path):
+    source = tmp_path / "step.pt"
+    ckpt.save_atomic({"model": {}, "config": {}}, source)
+    (tmp_path / "last.pt").mkdir()
+    with pytest.raises(OSError):
+        ckpt.copy_atomic(source, tmp_path / "last.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "step.pt"]

@@ -199,6 +199,28 @@ def test_bad_input_under_torchrun_is_reported_once_by_rank_0(tmp_path):
     assert "[rank1]" not in output and "Connection reset" not in output  # rank 1 left quietly, no traceback
 
 
+def test_a_checkpoint_that_cannot_be_written_stops_with_one_line_and_keeps_the_earlier_ones(tmp_path, corpus,
+                                                                                              monkeypatch):
+    real, calls = trainer_module.ckpt.save_atomic, {"n": 0}
+
+    def full_on_the_second(state, path):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        real(state, path)
+
+    monkeypatch.setattr(trainer_module.ckpt, "save_atomic", full_on_the_second)
+    config = small_config(tmp_path, corpus, "full", max_steps=12, checkpoint_every=5)
+    with pytest.raises(UserError, match=r"^cannot write the step-10 checkpoint in .* \(No space left on device\); "
+                                        r"the checkpoints already there are intact"):
+        train(config)
+    checkpoints = Path(config.run.root) / "full" / "checkpoints"
+    assert torch.load(checkpoints / "last.pt", weights_only=True)["state"]["step"] == 5
+    monkeypatch.setattr(trainer_module.ckpt, "save_atomic", real)
+    resumed = train(replace(config, train=replace(config.train, resume=True)))
+    assert resumed.state.step == 12
+
+
 def test_average_checkpoints_is_the_mean_and_translates(tmp_path, corpus):
     from transformer_mt.averaging import average_checkpoints
     from transformer_mt.translator import Translator

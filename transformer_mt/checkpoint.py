@@ -37,8 +37,11 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
 def copy_atomic(source: Path, target: Path) -> None:
     """A real copy (not a link), so deleting or rotating `source` never breaks `target`."""
     tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

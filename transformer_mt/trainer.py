@@ -122,12 +122,17 @@ class Trainer:
         if not self.dist.is_main:
             return
         periodic = self.run.step_checkpoint(self.state.step)
-        ckpt.save_atomic(self._state_dict(), periodic)
-        ckpt.copy_atomic(periodic, self.run.last)
-        for old in self.run.step_checkpoints()[: -self.config.train.keep_last]:
-            old.unlink()
-        if best:
-            ckpt.copy_atomic(self.run.last, self.run.best)
+        try:
+            ckpt.save_atomic(self._state_dict(), periodic)
+            ckpt.copy_atomic(periodic, self.run.last)
+            for old in self.run.step_checkpoints()[: -self.config.train.keep_last]:
+                old.unlink()
+            if best:
+                ckpt.copy_atomic(self.run.last, self.run.best)
+        except OSError as err:  # disk full, permissions: every write is atomic, so what is there still loads
+            raise UserError(f"cannot write the step-{self.state.step} checkpoint in {self.run.checkpoints} "
+                            f"({err.strerror or err}); the checkpoints already there are intact: make room, "
+                            f"then continue with train.resume=true") from None
 
     def _restore(self) -> None:
         state = self._load_newest_good()
