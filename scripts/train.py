@@ -11,9 +11,8 @@ import os
 import torch
 
 from transformer_mt.cli import main_guard
-from transformer_mt.config import Config, load_config
-from transformer_mt.errors import UserError
-from transformer_mt.pipeline import Prepared, prepare
+from transformer_mt.config import load_config
+from transformer_mt.pipeline import prepare_on_every_rank
 from transformer_mt.runtime import pick_device, pick_precision, retain_freed_memory
 from transformer_mt.trainer import Distributed, Trainer
 
@@ -33,7 +32,7 @@ def main() -> int:
     if distributed.world_size > 1:
         _init_process_group(config.train.device)
     try:
-        prepared = _prepare_rank0_first(config, distributed)
+        prepared = prepare_on_every_rank(config, distributed.rank, distributed.world_size)
         if prepared is None:
             return 2  # rank 0 stopped on bad input and says why
         Trainer(config, prepared, distributed).fit()
@@ -48,26 +47,6 @@ def _init_process_group(device: str) -> None:
     if use_nccl:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     torch.distributed.init_process_group("nccl" if use_nccl else "gloo")
-
-
-def _prepare_rank0_first(config: Config, distributed: Distributed) -> Prepared | None:
-    """Rank 0 writes the run folder, then the other ranks read it. When rank 0 stops on bad input
-    (a trained run in the way, a missing corpus), the others learn it from rank 0 instead of dying in
-    a barrier with a 'connection reset' traceback, and get None: the error is printed once."""
-    error, prepared = None, None
-    if distributed.is_main:
-        try:
-            prepared = prepare(config)
-        except UserError as err:
-            error = err
-    if distributed.world_size > 1:
-        outcome = [None if error is None else str(error)]
-        torch.distributed.broadcast_object_list(outcome, src=0)
-        if not distributed.is_main and outcome[0] is None:
-            prepared = prepare(config, is_main=False, log=lambda *_: None)
-    if error is not None:
-        raise error
-    return prepared
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from tests.trainer_helpers import small_config, small_corpus
 from transformer_mt import trainer as trainer_module
 from transformer_mt.batching import collate
 from transformer_mt.errors import UserError
-from transformer_mt.pipeline import prepare
+from transformer_mt.pipeline import prepare, prepare_on_every_rank
 from transformer_mt.trainer import Distributed, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,11 +163,7 @@ def _ddp_worker(rank: int, world_size: int, config, port: int, out: str) -> None
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
-        if rank == 0:
-            prepared = prepare(config, log=lambda *_: None)
-        torch.distributed.barrier()
-        if rank != 0:
-            prepared = prepare(config, is_main=False, log=lambda *_: None)
+        prepared = prepare_on_every_rank(config, rank, world_size)  # as scripts/train.py does
         trainer = Trainer(config, prepared, Distributed(rank, world_size))
         trainer.fit()
         torch.save(trainer.model.state_dict(), f"{out}/rank{rank}.pt")

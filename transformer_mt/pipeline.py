@@ -9,6 +9,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch.distributed
+
 from . import data
 from .batching import EncodedCorpus, encode_cached
 from .config import Config, from_dict, save_config
@@ -48,6 +50,26 @@ def prepare(config: Config, is_main: bool = True, log=print) -> Prepared:
         splits, tokenizers = _prepare_new(run, config, log)
     train_ids = encode_cached(splits.train, tokenizers, config.model.max_positions, run.encoded_train)
     return Prepared(run, splits, tokenizers, train_ids, resumed)
+
+
+def prepare_on_every_rank(config: Config, rank: int, world_size: int) -> Prepared | None:
+    """Rank 0 writes the run folder, then the other ranks read it. When rank 0 stops on bad input
+    (a trained run in the way, a missing corpus), the others learn it from rank 0 instead of dying in
+    a barrier with a 'connection reset' traceback, and get None: the error is printed once."""
+    error, prepared = None, None
+    if rank == 0:
+        try:
+            prepared = prepare(config)
+        except UserError as err:
+            error = err
+    if world_size > 1:
+        outcome = [None if error is None else str(error)]
+        torch.distributed.broadcast_object_list(outcome, src=0)
+        if rank != 0 and outcome[0] is None:
+            prepared = prepare(config, is_main=False, log=lambda *_: None)
+    if error is not None:
+        raise error
+    return prepared
 
 
 def _prepare_new(run: RunPaths, config: Config, log) -> tuple[Splits, TokenizerPair]:
