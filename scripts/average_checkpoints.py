@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformer_mt import checkpoint as ckpt
 from transformer_mt.averaging import average_checkpoints
-from transformer_mt.cli import main_guard
+from transformer_mt.cli import main_guard, output_path
 from transformer_mt.errors import UserError
 from transformer_mt.run import open_run
 
@@ -29,7 +29,7 @@ def main() -> int:
     if len(paths) < args.last:
         raise UserError(f"{run.checkpoints} has {len(run.step_checkpoints())} periodic checkpoints, "
                         f"fewer than --last {args.last}")
-    output = Path(args.output) if args.output else run.checkpoints / "averaged.pt"
+    output = output_path("--output", args.output) if args.output else run.checkpoints / "averaged.pt"
     _check_output(output)
     try:
         ckpt.save_atomic(average_checkpoints(paths), output)
@@ -42,8 +42,6 @@ def main() -> int:
 
 def _check_output(output: Path) -> None:
     """Replace only an earlier average: never a run's last.pt (its training state), best.pt or anything else."""
-    if output.is_dir():
-        raise UserError(f"--output {output} is a folder; name the checkpoint file to write")
     if not output.exists():
         return
     try:

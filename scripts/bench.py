@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import platform
 import statistics
 import subprocess
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 
 from transformer_mt.batching import (Batch, collate, encode_pairs, epoch_batches, pad_batch, padding_share,
                                      token_batches)
-from transformer_mt.cli import main_guard
+from transformer_mt.cli import main_guard, output_path
 from transformer_mt.config import DataConfig, ModelConfig, TokenizerConfig
 from transformer_mt.data import prepare
 from transformer_mt.errors import UserError
@@ -438,13 +437,7 @@ def _check_args(args: argparse.Namespace) -> Path:
     """Refuse what would only fail after minutes of measuring."""
     if not 0 <= args.train_minutes < math.inf:
         raise UserError(f"--train-minutes must be a number of minutes >= 0 (0 skips it), got {args.train_minutes}")
-    output = Path(args.output)
-    if output.is_dir():
-        raise UserError(f"--output {output} is a folder; name the JSON file to write")
-    folder = output.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise UserError(f"--output {output}: folder {folder} does not exist or is not writable")
-    return output
+    return output_path("--output", args.output)
 
 
 def _device_name(device: torch.device) -> str:

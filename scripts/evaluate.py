@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from transformer_mt.cli import add_search_flags, check_search_flags, main_guard
+from transformer_mt.cli import add_search_flags, check_search_flags, main_guard, output_path
 from transformer_mt.data import read_lines
 from transformer_mt.errors import UserError
 from transformer_mt.metrics import corpus_scores
@@ -36,6 +36,7 @@ def main() -> int:
     if (args.src is None) != (args.ref is None):
         raise UserError("give --src and --ref together, or neither (the run's test split)")
     check_search_flags(args)
+    output = output_path("--output", args.output) if args.output else None
     translator = Translator.from_args(args.run, args.checkpoint, args.runs, args.device, args.precision)
     sources, references = _inputs(translator, args.src, args.ref)
     search = translator.search_config(beam_size=args.beam_size, max_len_a=args.max_len_a, max_len_b=args.max_len_b)
@@ -43,8 +44,11 @@ def main() -> int:
     hypotheses = [hyps[0].text for hyps in translator.translate(sources, search, args.batch_size)]
     seconds = time.perf_counter() - started
     scores = corpus_scores(hypotheses, references)
-    if args.output:
-        Path(args.output).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    if output:
+        try:
+            output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+        except OSError as err:
+            raise UserError(f"cannot write --output {output}: {err.strerror or err}") from None
     report = {"bleu": round(scores.bleu, 2), "chrf": round(scores.chrf, 2), "signature": scores.signature,
               "sentences": len(sources), "seconds": round(seconds, 2), "beam_size": search.beam_size,
               "checkpoint": str(translator.checkpoint), "step": translator.step}

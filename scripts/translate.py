@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from transformer_mt.cli import add_search_flags, check_search_flags, main_guard
+from transformer_mt.cli import add_search_flags, check_search_flags, main_guard, output_path
 from transformer_mt.errors import UserError
 from transformer_mt.runtime import retain_freed_memory
 from transformer_mt.translator import Translator
@@ -32,14 +33,15 @@ def main() -> int:
     args = parser.parse_args()
     retain_freed_memory()
     check_search_flags(args)
+    attention = _attention_path(args.attention) if args.attention else None
     translator = Translator.from_args(args.run, args.checkpoint, args.runs, args.device, args.precision)
     search = translator.search_config(beam_size=args.beam_size, max_len_a=args.max_len_a,
                                       max_len_b=args.max_len_b, nbest=args.nbest)
     if not 1 <= args.nbest <= search.beam_size:
         raise UserError(f"--nbest must be between 1 and the beam size ({search.beam_size})")
     sentences = args.sentences if args.sentences else [line.rstrip("\n") for line in sys.stdin]
-    if args.attention:
-        _save_attention(translator, sentences, args.attention)
+    if attention:
+        _save_attention(translator, sentences, attention)
     for hyps in translator.translate(sentences, search, args.batch_size):
         if args.nbest == 1:
             print(hyps[0].text)
@@ -50,16 +52,32 @@ def main() -> int:
     return 0
 
 
-def _save_attention(translator: Translator, sentences: list[str], path: str) -> None:
-    from transformer_mt.attention import cross_attention_figure, figures_available
+def _attention_path(value: str) -> Path:
+    """Checked before the model loads. matplotlib picks the format from the extension and would add
+    .png to a bare name (`--attention out/` wrote `out.png` beside the folder)."""
+    from transformer_mt.attention import figures_available
 
     if not figures_available():
         raise UserError("--attention needs matplotlib: pip install -e '.[plot]'")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path, formats = output_path("--attention", value), FigureCanvasBase.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise UserError(f"--attention {path}: name an image file ending in .{', .'.join(sorted(formats))}")
+    return path
+
+
+def _save_attention(translator: Translator, sentences: list[str], path: Path) -> None:
+    from transformer_mt.attention import cross_attention_figure
+
     if len(sentences) != 1 or not sentences[0].strip():
         raise UserError("--attention takes exactly one non-empty sentence")
     figure = cross_attention_figure(translator.model, translator.tokenizers, sentences[0], translator.device,
                                     self_attention=True)
-    figure.savefig(path, dpi=120)
+    try:
+        figure.savefig(path, dpi=120)
+    except OSError as err:
+        raise UserError(f"cannot write --attention {path}: {err.strerror or err}") from None
     print(f"attention heatmaps saved to {path}", file=sys.stderr)
 
 

@@ -124,6 +124,9 @@ def test_make_translate_hands_the_text_over_as_typed():
     ("scripts/translate.py", ["--nbest", "4"], "--nbest must be between 1 and the beam size (3)"),  # the run's beam
     ("scripts/translate.py", ["--max-len-a", "-1"], "--max-len-a must be at least 0"),
     ("scripts/evaluate.py", ["--batch-size", "0"], "--batch-size must be at least 1"),
+    ("scripts/evaluate.py", ["--output", "no-such-folder/hyp.txt"], "--output no-such-folder/hyp.txt: folder "
+                                                                     "no-such-folder does not exist"),
+    ("scripts/evaluate.py", ["--output", "tests"], "--output tests is a folder; name the file to write"),
     pytest.param("scripts/translate.py", ["--device", "cuda"], "--device is cuda but no CUDA GPU is visible",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")),
 ])
@@ -240,6 +243,22 @@ def test_attention_heatmaps_in_tensorboard_and_from_translate(trained, tmp_path)
     assert result.returncode == 0, result.stderr
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result.stdout.strip() == train_pairs[0][1]
+
+
+@pytest.mark.parametrize("name, message", [
+    ("missing/attention.png", "folder {tmp}/missing does not exist"),
+    (".", "is a folder; name the file to write"),
+    ("attention", "name an image file ending in ."),  # matplotlib would have written attention.png
+    ("attention.xyz", "name an image file ending in ."),
+])
+def test_a_bad_attention_path_fails_before_the_model_loads(tmp_path, name, message):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / name
+    result = cli("scripts/translate.py", "--run", str(tmp_path / "no-run"), "--attention", str(path), "Hello.")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: --attention {path}")
+    assert message.format(tmp=tmp_path) in lines[0]  # not "run folder not found": checked first
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_bf16_decoding_casts_the_weights_and_keeps_the_translations(trained):

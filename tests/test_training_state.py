@@ -247,10 +247,12 @@ def test_average_checkpoints_is_the_mean_and_translates(tmp_path, corpus):
     last = (run / "checkpoints" / "last.pt").read_bytes()
     for output, message in ((run / "checkpoints" / "last.pt", "exists and is not an averaged checkpoint"),
                             (run / "config.yaml", "exists and is not an averaged checkpoint"),
-                            (run / "checkpoints", "is a folder")):
+                            (run / "checkpoints", "is a folder"),
+                            (run / "missing" / "averaged.pt", "missing does not exist")):
         refused = subprocess.run([sys.executable, "scripts/average_checkpoints.py", "--run", str(run), "--last", "2",
                                   "--output", str(output)], cwd=ROOT, capture_output=True, text=True)
-        assert refused.returncode == 2 and refused.stderr.startswith(f"error: --output {output} {message}")
+        assert refused.returncode == 2 and refused.stderr.startswith(f"error: --output {output}")
+        assert message in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     assert (run / "checkpoints" / "last.pt").read_bytes() == last  # ...never the run's training state
     assert not list(run.rglob(".*.tmp"))
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from .errors import UserError
 
@@ -37,3 +39,15 @@ def check_search_flags(args: argparse.Namespace) -> None:
                                  ("--max-len-b", args.max_len_b, 0), ("--batch-size", args.batch_size, 1)):
         if value is not None and value < minimum:
             raise UserError(f"{flag} must be at least {minimum}, got {value}")
+
+
+def output_path(flag: str, value: str) -> Path:
+    """A file to write, named by `flag`: checked before any work, so a typo costs no minutes of decoding."""
+    path = Path(value)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; name the file to write")
+    if not path.parent.is_dir():
+        raise UserError(f"{flag} {path}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"{flag} {path}: folder {path.parent} is not writable")
+    return path
