@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformer_mt import checkpoint as ckpt
 from transformer_mt.averaging import average_checkpoints
-from transformer_mt.cli import main_guard, output_path
+from transformer_mt.cli import main_guard, output_path, writing
 from transformer_mt.errors import UserError
 from transformer_mt.run import open_run
 
@@ -31,10 +31,9 @@ def main() -> int:
                         f"fewer than --last {args.last}")
     output = output_path("--output", args.output) if args.output else run.checkpoints / "averaged.pt"
     _check_output(output)
-    try:
-        ckpt.save_atomic(average_checkpoints(paths), output)
-    except OSError as err:
-        raise UserError(f"cannot write --output {output}: {err.strerror or err}") from None
+    averaged = average_checkpoints(paths)
+    with writing("--output", output):
+        ckpt.save_atomic(averaged, output)
     print(f"averaged {', '.join(p.name for p in paths)} into {output}\n"
           f"evaluate it: python scripts/evaluate.py --run {run.root} --checkpoint {output}")
     return 0

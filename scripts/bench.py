@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from transformer_mt.batching import (Batch, collate, encode_pairs, epoch_batches, pad_batch, padding_share,
                                      token_batches)
-from transformer_mt.cli import main_guard, output_path
+from transformer_mt.cli import main_guard, output_path, writing
 from transformer_mt.config import DataConfig, ModelConfig, TokenizerConfig
 from transformer_mt.data import prepare
 from transformer_mt.errors import UserError
@@ -424,10 +424,8 @@ def main() -> int:
     retained = retain_freed_memory()  # as train/translate/evaluate run; the peer shares this process
     results = {"retain_freed_memory": retained, **run(args)}
     print(_markdown(results))  # first: if the file cannot be written after all, the figures are on screen
-    try:
+    with writing("--output", output):
         output.write_text(json.dumps(results, indent=2))
-    except OSError as err:
-        raise UserError(f"cannot write --output {output}: {err.strerror or err}") from None
     if "error" in results.get("quality", {}):
         raise UserError(f"quality per budget failed ({output} has the other figures): {results['quality']['error']}")
     return 0

@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from transformer_mt.cli import add_search_flags, check_search_flags, main_guard, output_path
+from transformer_mt.cli import add_search_flags, check_search_flags, main_guard, output_path, writing
 from transformer_mt.data import read_lines
 from transformer_mt.errors import UserError
 from transformer_mt.metrics import corpus_scores
@@ -45,10 +45,8 @@ def main() -> int:
     seconds = time.perf_counter() - started
     scores = corpus_scores(hypotheses, references)
     if output:
-        try:
+        with writing("--output", output):
             output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
-        except OSError as err:
-            raise UserError(f"cannot write --output {output}: {err.strerror or err}") from None
     report = {"bleu": round(scores.bleu, 2), "chrf": round(scores.chrf, 2), "signature": scores.signature,
               "sentences": len(sources), "seconds": round(seconds, 2), "beam_size": search.beam_size,
               "checkpoint": str(translator.checkpoint), "step": translator.step}

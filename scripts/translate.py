@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from transformer_mt.cli import add_search_flags, check_search_flags, main_guard, output_path
+from transformer_mt.cli import add_search_flags, check_search_flags, main_guard, output_path, writing
 from transformer_mt.errors import UserError
 from transformer_mt.runtime import retain_freed_memory
 from transformer_mt.translator import Translator
@@ -74,10 +74,8 @@ def _save_attention(translator: Translator, sentences: list[str], path: Path) ->
         raise UserError("--attention takes exactly one non-empty sentence")
     figure = cross_attention_figure(translator.model, translator.tokenizers, sentences[0], translator.device,
                                     self_attention=True)
-    try:
+    with writing("--attention", path):
         figure.savefig(path, dpi=120)
-    except OSError as err:
-        raise UserError(f"cannot write --attention {path}: {err.strerror or err}") from None
     print(f"attention heatmaps saved to {path}", file=sys.stderr)
 
 

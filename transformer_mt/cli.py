@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import UserError
@@ -51,3 +52,12 @@ def output_path(flag: str, value: str) -> Path:
     if not os.access(path.parent, os.W_OK):
         raise UserError(f"{flag} {path}: folder {path.parent} is not writable")
     return path
+
+
+@contextlib.contextmanager
+def writing(flag: str, path: Path) -> Iterator[None]:
+    """Around the write of a file named by `flag`: a failure (disk full, permissions) is one line."""
+    try:
+        yield
+    except OSError as err:
+        raise UserError(f"cannot write {flag} {path}: {err.strerror or err}") from None
