@@ -33,8 +33,6 @@ def main() -> int:
         _init_process_group(config.train.device)
     try:
         prepared = prepare_on_every_rank(config, distributed.rank, distributed.world_size)
-        if prepared is None:
-            return 2  # rank 0 stopped on bad input and says why
         Trainer(config, prepared, distributed).fit()
     finally:
         if distributed.world_size > 1:

@@ -1,4 +1,5 @@
 """Never lose work: exact resume, accumulation, interruption, corrupt checkpoints, non-finite losses, DDP."""
+import math
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import torch.multiprocessing as mp
 from tests.trainer_helpers import small_config, small_corpus
 from transformer_mt import trainer as trainer_module
 from transformer_mt.batching import collate
-from transformer_mt.errors import UserError
+from transformer_mt.errors import StoppedByRank0, UserError
 from transformer_mt.pipeline import prepare, prepare_on_every_rank
 from transformer_mt.trainer import Distributed, Trainer
 
@@ -195,17 +196,68 @@ def test_bad_input_under_torchrun_is_reported_once_by_rank_0(tmp_path):
     assert "[rank1]" not in output and "Connection reset" not in output  # rank 1 left quietly, no traceback
 
 
-def test_a_checkpoint_that_cannot_be_written_stops_with_one_line_and_keeps_the_earlier_ones(tmp_path, corpus,
-                                                                                              monkeypatch):
-    real, calls = trainer_module.ckpt.save_atomic, {"n": 0}
+def _disk_full_on_the_second_call(real):
+    calls = {"n": 0}
 
-    def full_on_the_second(state, path):
+    def save_atomic(state, path):
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError(28, "No space left on device")
         real(state, path)
 
-    monkeypatch.setattr(trainer_module.ckpt, "save_atomic", full_on_the_second)
+    return save_atomic
+
+
+def _non_finite_on_the_third_call(real):
+    calls = {"n": 0}
+
+    def clip_grad_norm_(*args, **kwargs):
+        calls["n"] += 1
+        norm = real(*args, **kwargs)
+        return torch.full_like(norm, math.inf) if calls["n"] == 3 else norm
+
+    return clip_grad_norm_
+
+
+def _ddp_failing_worker(rank: int, world_size: int, config, failure: str, port: int, out: str) -> None:
+    """One rank of a 2-process run in which rank 0 cannot write its step-10 checkpoint ("disk_full"),
+    or every rank sees non-finite gradients at step 3 ("non_finite"); writes how this rank ended."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    if failure == "disk_full" and rank == 0:
+        trainer_module.ckpt.save_atomic = _disk_full_on_the_second_call(trainer_module.ckpt.save_atomic)
+    if failure == "non_finite":
+        trainer_module.nn.utils.clip_grad_norm_ = _non_finite_on_the_third_call(trainer_module.nn.utils.clip_grad_norm_)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        Trainer(config, prepare_on_every_rank(config, rank, world_size), Distributed(rank, world_size)).fit()
+        ended = "finished"
+    except UserError as err:
+        ended = f"error: {err}"
+    except StoppedByRank0:
+        ended = "stopped by rank 0"
+    finally:
+        torch.distributed.destroy_process_group()
+    Path(out, f"rank{rank}.txt").write_text(ended)
+
+
+@pytest.mark.parametrize("failure, message", [
+    ("disk_full", "cannot write the step-10 checkpoint"),
+    ("non_finite", "non-finite loss or gradients"),
+])
+def test_when_rank_0_stops_on_an_error_the_other_ranks_stop_with_it_quietly(tmp_path, corpus, failure, message):
+    """Not dying in their next collective with a 'connection reset' traceback, nor repeating the message."""
+    config = small_config(tmp_path, corpus, failure, dropout=0.0, max_steps=12, checkpoint_every=5)
+    mp.start_processes(_ddp_failing_worker, args=(2, config, failure, 30500 + os.getpid() % 1000, str(tmp_path)),
+                       nprocs=2, start_method="spawn")
+    assert (tmp_path / "rank0.txt").read_text().startswith(f"error: {message}")
+    assert (tmp_path / "rank1.txt").read_text() == "stopped by rank 0"
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_with_one_line_and_keeps_the_earlier_ones(tmp_path, corpus,
+                                                                                              monkeypatch):
+    real = trainer_module.ckpt.save_atomic
+    monkeypatch.setattr(trainer_module.ckpt, "save_atomic", _disk_full_on_the_second_call(real))
     config = small_config(tmp_path, corpus, "full", max_steps=12, checkpoint_every=5)
     with pytest.raises(UserError, match=r"^cannot write the step-10 checkpoint in .* \(No space left on device\); "
                                         r"the checkpoints already there are intact"):

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import UserError
+from .errors import StoppedByRank0, UserError
 
 
 def main_guard(main: Callable[[], int | None]) -> None:
@@ -16,6 +16,8 @@ def main_guard(main: Callable[[], int | None]) -> None:
         code = main()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except StoppedByRank0:
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -15,7 +15,7 @@ from . import data
 from .batching import EncodedCorpus, encode_cached
 from .config import Config, from_dict, save_config
 from .data import Splits
-from .errors import UserError
+from .errors import StoppedByRank0, UserError
 from .run import RunPaths
 from .tokenizer import TokenizerPair
 
@@ -52,10 +52,10 @@ def prepare(config: Config, is_main: bool = True, log=print) -> Prepared:
     return Prepared(run, splits, tokenizers, train_ids, resumed)
 
 
-def prepare_on_every_rank(config: Config, rank: int, world_size: int) -> Prepared | None:
+def prepare_on_every_rank(config: Config, rank: int, world_size: int) -> Prepared:
     """Rank 0 writes the run folder, then the other ranks read it. When rank 0 stops on bad input
-    (a trained run in the way, a missing corpus), the others learn it from rank 0 instead of dying in
-    a barrier with a 'connection reset' traceback, and get None: the error is printed once."""
+    (a trained run in the way, a missing corpus), the others learn it from rank 0 and raise
+    StoppedByRank0 instead of dying in a barrier: the error is printed once."""
     error, prepared = None, None
     if rank == 0:
         try:
@@ -63,9 +63,11 @@ def prepare_on_every_rank(config: Config, rank: int, world_size: int) -> Prepare
         except UserError as err:
             error = err
     if world_size > 1:
-        outcome = [None if error is None else str(error)]
-        torch.distributed.broadcast_object_list(outcome, src=0)
-        if rank != 0 and outcome[0] is None:
+        failed = [error is not None]
+        torch.distributed.broadcast_object_list(failed, src=0)
+        if rank != 0:
+            if failed[0]:
+                raise StoppedByRank0()
             prepared = prepare(config, is_main=False, log=lambda *_: None)
     if error is not None:
         raise error

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .batching import Batch, collate, encode_pairs, epoch_batches, padding_share, token_batches
 from .config import Config
-from .errors import UserError
+from .errors import StoppedByRank0, UserError
 from .metrics import corpus_scores
 from .model import Transformer, count_parameters
 from .pipeline import Prepared
@@ -119,8 +119,12 @@ class Trainer:
         }
 
     def save(self, best: bool = False) -> None:
-        if not self.dist.is_main:
-            return
+        """Rank 0 writes; every rank learns whether it could, so that all stop together if not."""
+        error = self._write_checkpoints(best) if self.dist.is_main else None
+        if self._any_rank(error is not None):
+            raise error if error is not None else StoppedByRank0()
+
+    def _write_checkpoints(self, best: bool) -> UserError | None:
         periodic = self.run.step_checkpoint(self.state.step)
         try:
             ckpt.save_atomic(self._state_dict(), periodic)
@@ -130,9 +134,10 @@ class Trainer:
             if best:
                 ckpt.copy_atomic(self.run.last, self.run.best)
         except OSError as err:  # disk full, permissions: every write is atomic, so what is there still loads
-            raise UserError(f"cannot write the step-{self.state.step} checkpoint in {self.run.checkpoints} "
-                            f"({err.strerror or err}); the checkpoints already there are intact: make room, "
-                            f"then continue with train.resume=true") from None
+            return UserError(f"cannot write the step-{self.state.step} checkpoint in {self.run.checkpoints} "
+                             f"({err.strerror or err}); the checkpoints already there are intact: make room, "
+                             f"then continue with train.resume=true")
+        return None
 
     def _restore(self) -> None:
         state = self._load_newest_good()
@@ -249,6 +254,8 @@ class Trainer:
             self._log(f"warning: non-finite loss or gradients (loss {value}) at step {self.state.step + 1}: "
                       f"batch skipped ({self.state.skipped_batches} so far)")
             return
+        if not self.dist.is_main:  # every rank sees the all-reduced gradients; rank 0 says it once
+            raise StoppedByRank0()
         raise UserError(f"non-finite loss or gradients (loss {value}) at step {self.state.step + 1}; the last good "
                         f"checkpoint is "
                         f"{self.run.last} (resume with a lower train.lr, or set train.nonfinite=skip)")
@@ -288,11 +295,15 @@ class Trainer:
 
     def _agree_on_stop(self, reason: str | None) -> str | None:
         """Ranks stop together: one rank's Ctrl-C or time budget stops all at the same step."""
+        return (reason or "another rank stopped") if self._any_rank(reason is not None) else None
+
+    def _any_rank(self, flag: bool) -> bool:
+        """Whether `flag` holds on any rank; every rank must ask at the same point."""
         if self.dist.world_size == 1:
-            return reason
-        flag = torch.tensor([reason is not None], dtype=torch.int32, device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return (reason or "another rank stopped") if bool(flag) else None
+            return flag
+        tensor = torch.tensor([flag], dtype=torch.int32, device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor)
 
     def _log_window(self, window: "_Window", progress: tqdm) -> None:
         stats = window.flush(self.dist.world_size)
@@ -304,9 +315,11 @@ class Trainer:
             self.writer.add_scalar("train/lr", lr, self.state.step)
 
     def _validate_and_save(self) -> None:
-        if not self.dist.is_main:
-            self._barrier()
-            return
+        improved = self._validate() if self.dist.is_main else False
+        self.save(best=improved)  # on every rank: the others wait here while rank 0 validates
+
+    def _validate(self) -> bool:
+        """Rank 0's validation: logs, early-stopping bookkeeping; whether BLEU improved."""
         result = self.valid.evaluate(self.model, self.device, self.precision, self.config)
         for key, value in result.scalars.items():
             self.writer.add_scalar(f"valid/{key}", value, self.state.step)
@@ -321,15 +334,10 @@ class Trainer:
         tqdm.write(f"step {self.state.step}: valid loss {result.scalars['loss']:.3f} "
                    f"ppl {result.scalars['ppl']:.2f} BLEU {result.scalars['bleu']:.2f} chrF {result.scalars['chrf']:.2f}"
                    + (" (best)" if improved else ""))
-        self.save(best=improved)
         patience = self.config.train.patience
         if patience is not None and self.state.stale_validations >= patience:
             self.stop_reason = f"no better validation BLEU in {patience} validations (train.patience)"
-        self._barrier()
-
-    def _barrier(self) -> None:
-        if self.dist.world_size > 1:
-            dist.barrier()
+        return improved
 
     def _finish(self) -> None:
         if self.state.step % self.config.train.valid_every != 0 or self.state.step == 0:
