@@ -1,4 +1,5 @@
 """Never lose work: exact resume, accumulation, interruption, corrupt checkpoints, non-finite losses, DDP."""
+import contextlib
 import math
 import os
 import signal
@@ -159,17 +160,24 @@ def test_ctrl_c_saves_and_exits_cleanly_then_resumes(tmp_path, corpus):
     assert torch.load(checkpoint.parent / "last.pt", weights_only=True)["state"]["step"] == stopped_at + 3
 
 
-def _ddp_worker(rank: int, world_size: int, config, port: int, out: str) -> None:
+@contextlib.contextmanager
+def _gloo_rank(rank: int, world_size: int, port: int):
+    """This spawned process as one CPU rank of a gloo process group, as torchrun would set it up."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
+        yield
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _ddp_worker(rank: int, world_size: int, config, port: int, out: str) -> None:
+    with _gloo_rank(rank, world_size, port):
         prepared = prepare_on_every_rank(config, rank, world_size)  # as scripts/train.py does
         trainer = Trainer(config, prepared, Distributed(rank, world_size))
         trainer.fit()
         torch.save(trainer.model.state_dict(), f"{out}/rank{rank}.pt")
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 def test_ddp_two_cpu_ranks_match_single_process_on_the_same_global_batch(tmp_path, corpus):
@@ -222,22 +230,18 @@ def _non_finite_on_the_third_call(real):
 def _ddp_failing_worker(rank: int, world_size: int, config, failure: str, port: int, out: str) -> None:
     """One rank of a 2-process run in which rank 0 cannot write its step-10 checkpoint ("disk_full"),
     or every rank sees non-finite gradients at step 3 ("non_finite"); writes how this rank ended."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
-    torch.set_num_threads(1)
     if failure == "disk_full" and rank == 0:
         trainer_module.ckpt.save_atomic = _disk_full_on_the_second_call(trainer_module.ckpt.save_atomic)
     if failure == "non_finite":
         trainer_module.nn.utils.clip_grad_norm_ = _non_finite_on_the_third_call(trainer_module.nn.utils.clip_grad_norm_)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        Trainer(config, prepare_on_every_rank(config, rank, world_size), Distributed(rank, world_size)).fit()
-        ended = "finished"
-    except UserError as err:
-        ended = f"error: {err}"
-    except StoppedByRank0:
-        ended = "stopped by rank 0"
-    finally:
-        torch.distributed.destroy_process_group()
+    with _gloo_rank(rank, world_size, port):
+        try:
+            Trainer(config, prepare_on_every_rank(config, rank, world_size), Distributed(rank, world_size)).fit()
+            ended = "finished"
+        except UserError as err:
+            ended = f"error: {err}"
+        except StoppedByRank0:
+            ended = "stopped by rank 0"
     Path(out, f"rank{rank}.txt").write_text(ended)
 
 
