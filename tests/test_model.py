@@ -67,6 +67,37 @@ def test_padding_never_influences_real_positions(norm_first):
     torch.testing.assert_close(model(batch_src, batch_tgt)[:1, :5], alone, atol=1e-5, rtol=1e-5)
 
 
+def test_encoder_runs_its_position_wise_layers_on_real_tokens_only():
+    model = tiny()
+    src = torch.cat([tokens(1, 6), torch.cat([tokens(1, 3), torch.full((1, 3), PAD)], 1)])
+    rows = []
+    for layer in model.encoder:
+        layer.ffn.register_forward_hook(lambda module, inputs, output: rows.append(inputs[0].shape))
+    memory, _, _ = model.encode(src)
+    assert rows == [torch.Size([9, 32])] * 2
+    assert memory.shape == (2, 6, 32) and not memory[1, 3:].any() and memory[1, :3].abs().min() > 0
+
+
+def test_batch_gradients_equal_the_sum_of_each_sentences_gradients():
+    """Backward through the packed encoder: a padded batch's loss is the sum of its sentences' losses."""
+    model = tiny().train()
+    lengths = [(7, 5), (3, 6), (5, 2)]
+    pairs = [(tokens(1, s), torch.cat([torch.full((1, 1), BOS), tokens(1, t)], 1)) for s, t in lengths]
+
+    def grads(src, tgt):
+        model.zero_grad()
+        logits = model(src, tgt[:, :-1])
+        F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD, reduction="sum").backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    pad = lambda seqs: torch.nn.utils.rnn.pad_sequence([x[0] for x in seqs], batch_first=True,  # noqa: E731
+                                                      padding_value=PAD)
+    batch = grads(pad([s for s, _ in pairs]), pad([t for _, t in pairs]))
+    alone = [grads(s, t) for s, t in pairs]
+    for index, grad in enumerate(batch):
+        torch.testing.assert_close(grad, sum(g[index] for g in alone), atol=1e-4, rtol=1e-4)
+
+
 def test_decoder_never_sees_the_future():
     model = tiny()
     src, tgt = tokens(2, 6), tokens(2, 8)
