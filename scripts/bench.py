@@ -36,7 +36,6 @@ from datetime import date
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from transformer_mt.batching import (Batch, collate, encode_pairs, epoch_batches, pad_batch, padding_share,
                                      token_batches)
@@ -49,7 +48,7 @@ from transformer_mt.runtime import (DTYPES, attention_kernels, autocast, cpu_sup
                                    slow_precision_warning)
 from transformer_mt.search import SearchConfig, beam_search, greedy
 from transformer_mt.tokenizer import BOS, EOS, PAD, TokenizerPair
-from transformer_mt.trainer import adam
+from transformer_mt.trainer import adam, smoothed_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 DECODE_LENGTH = 24  # generated tokens per sentence, forced for both systems (random weights never stop)
@@ -193,9 +192,8 @@ def training_job(system: System, batches: list[Batch], precision: str, device: t
             for batch in batches:
                 with autocast(device, precision):
                     logits = system.logits(model, batch)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD,
-                                       label_smoothing=0.1, reduction="sum") / batch.n_tokens
-                loss.backward()
+                loss, _ = smoothed_loss(logits, batch.tgt_out, 0.1)  # the trainer's, for both systems
+                (loss / batch.n_tokens).backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":

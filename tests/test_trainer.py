@@ -37,6 +37,18 @@ def test_no_smoothing_equals_nll():
     torch.testing.assert_close(nll, reference)
 
 
+def test_loss_and_gradient_match_pytorchs_label_smoothed_cross_entropy():
+    logits, target = torch.randn(3, 5, 11, requires_grad=True), torch.randint(1, 11, (3, 5))
+    target[1, 3:] = PAD
+    loss, _ = smoothed_loss(logits, target, 0.1)
+    (grad,) = torch.autograd.grad(loss, logits)
+    reference = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=PAD, label_smoothing=0.1,
+                                reduction="sum")
+    (reference_grad,) = torch.autograd.grad(reference, logits)
+    torch.testing.assert_close(loss, reference)
+    torch.testing.assert_close(grad, reference_grad)
+
+
 def test_inverse_sqrt_warmup():
     factor = noam_lambda(100)
     assert factor(0) == pytest.approx(0.01)
