@@ -90,9 +90,10 @@ def test_batch_gradients_equal_the_sum_of_each_sentences_gradients():
         F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD, reduction="sum").backward()
         return [p.grad.clone() for p in model.parameters()]
 
-    pad = lambda seqs: torch.nn.utils.rnn.pad_sequence([x[0] for x in seqs], batch_first=True,  # noqa: E731
-                                                      padding_value=PAD)
-    batch = grads(pad([s for s, _ in pairs]), pad([t for _, t in pairs]))
+    def padded(rows):
+        return torch.nn.utils.rnn.pad_sequence([row[0] for row in rows], batch_first=True, padding_value=PAD)
+
+    batch = grads(padded([s for s, _ in pairs]), padded([t for _, t in pairs]))
     alone = [grads(s, t) for s, t in pairs]
     for index, grad in enumerate(batch):
         torch.testing.assert_close(grad, sum(g[index] for g in alone), atol=1e-4, rtol=1e-4)
