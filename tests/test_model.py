@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from transformer_mt.batching import pad_batch
 from transformer_mt.config import ModelConfig
 from transformer_mt.model import DecoderCache, Transformer, attend, padding_mask, sinusoidal_positions
 from transformer_mt.tokenizer import BOS, PAD
@@ -90,10 +91,7 @@ def test_batch_gradients_equal_the_sum_of_each_sentences_gradients():
         F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD, reduction="sum").backward()
         return [p.grad.clone() for p in model.parameters()]
 
-    def padded(rows):
-        return torch.nn.utils.rnn.pad_sequence([row[0] for row in rows], batch_first=True, padding_value=PAD)
-
-    batch = grads(padded([s for s, _ in pairs]), padded([t for _, t in pairs]))
+    batch = grads(pad_batch([s[0].tolist() for s, _ in pairs]), pad_batch([t[0].tolist() for _, t in pairs]))
     alone = [grads(s, t) for s, t in pairs]
     for index, grad in enumerate(batch):
         torch.testing.assert_close(grad, sum(g[index] for g in alone), atol=1e-4, rtol=1e-4)
