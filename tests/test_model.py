@@ -41,6 +41,12 @@ def naive_attention(q, k, v, keep=None, causal=False):
     return torch.einsum("bhqk,bhkd->bhqd", torch.softmax(scores, -1), v)
 
 
+def fused_heads(batch, length, heads=3, d=8, dtype=torch.float32):
+    """q, k, v as the model makes them: non-contiguous head views of one fused projection."""
+    qkv = torch.randn(batch, length, 3 * heads * d).to(dtype).requires_grad_()
+    return qkv, [t.unflatten(-1, (heads, d)).transpose(1, 2) for t in qkv.chunk(3, -1)]
+
+
 @pytest.mark.parametrize("need_weights", [False, True])
 def test_attention_matches_naive_softmax(need_weights):
     q, k, v = (torch.randn(2, 3, 5, 8) for _ in range(3))
@@ -50,8 +56,42 @@ def test_attention_matches_naive_softmax(need_weights):
     torch.testing.assert_close(out, naive_attention(q, k, v, keep), atol=1e-5, rtol=1e-5)
     out, _ = attend(q, k, v, None, True, 0.0, need_weights)
     torch.testing.assert_close(out, naive_attention(q, k, v, causal=True), atol=1e-5, rtol=1e-5)
+    out, _ = attend(q, k, v, keep, True, 0.0, need_weights)
+    torch.testing.assert_close(out, naive_attention(q, k, v, keep, causal=True), atol=1e-5, rtol=1e-5)
     if need_weights:
         assert torch.allclose(weights.sum(-1), torch.ones(2, 3, 5))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_gradients_match_pytorch_sdpa(causal):
+    """Training runs attend's own maths on CPU in fp32: its gradients must be SDPA's, for the strided
+    head views the model passes, padded keys and (cross-attention) fewer queries than keys."""
+    torch.manual_seed(0)
+    qkv, (q, _, _) = fused_heads(2, 4 if not causal else 6)
+    kv, (_, k, v) = fused_heads(2, 6)
+    keep = torch.ones(2, 1, 1, 6, dtype=torch.bool)
+    keep[0, ..., 4:] = False
+    grad_out = torch.randn(2, 3, q.size(2), 8)
+    grads = []
+    for attention in (lambda: attend(q, k, v, keep, causal, 0.0, False)[0],
+                      lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=keep, is_causal=causal)):
+        out = attention()
+        grads.append((out, *torch.autograd.grad(out, (qkv, kv), grad_out)))
+    for ours, reference in zip(*grads):
+        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_in_bf16_matches_fp32():
+    """bf16 attention takes PyTorch's kernel when training and attend's maths when decoding a step."""
+    torch.manual_seed(0)
+    _, (q, k, v) = fused_heads(2, 5, dtype=torch.bfloat16)
+    keep = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    keep[1, ..., 3:] = False
+    reference = naive_attention(q.float(), k.float(), v.float(), keep)
+    torch.testing.assert_close(attend(q, k, v, keep, False, 0.0, False)[0].float(), reference, atol=2e-2, rtol=2e-2)
+    with torch.no_grad():
+        step = attend(q[:, :, :1], k, v, keep, False, 0.0, False)[0]
+    torch.testing.assert_close(step.float(), reference[:, :, :1], atol=2e-2, rtol=2e-2)
 
 
 @pytest.mark.parametrize("norm_first", [True, False])

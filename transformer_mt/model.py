@@ -61,20 +61,35 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, d
            need_weights: bool) -> tuple[Tensor, Tensor | None]:
     """Scaled dot-product attention over (B, H, T, d) heads; the weights only when asked for.
 
-    The maths is spelled out when the weights are wanted, and for the few queries per step of
-    incremental decoding on CPU, where PyTorch's kernels cost more than the maths (measured at
-    256 rows: 1.5× in fp32, several times in bf16, as the math kernel upcasts K and V every call).
+    On CPU in fp32 the maths is spelled out: one `baddbmm` scales the scores and adds the masks,
+    then a softmax and a `bmm`. PyTorch's math SDPA kernel does the same in more passes (it scales
+    q and k apart, turns the boolean mask into a float one and adds it, and re-checks each softmax
+    row for all-masked keys): measured side by side, fp32 attention forward and backward ~20%
+    faster, training steps ~2%. So is the attention of the few queries per step of incremental
+    decoding on CPU in any precision (at 256 rows: 1.5× in fp32, several times in bf16, as the
+    math kernel upcasts K and V every call). Elsewhere PyTorch's fused kernels.
     """
-    few_queries = q.device.type == "cpu" and q.size(2) <= 8 and not torch.is_grad_enabled()
-    if not (need_weights or few_queries):
+    cpu = q.device.type == "cpu"
+    few_queries = cpu and q.size(2) <= 8 and not torch.is_grad_enabled()
+    if not (need_weights or few_queries or (cpu and q.dtype == torch.float32)):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal), None
-    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))
-    if causal:
-        scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool).triu(1), float("-inf"))
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+    batch, heads, length, d = q.shape
+    bias = _mask_bias(mask, causal, (batch, heads, length, k.size(2)), q)
+    scores = torch.baddbmm(bias, q.reshape(batch * heads, length, d), k.reshape(batch * heads, -1, d).transpose(1, 2),
+                           alpha=1.0 / math.sqrt(d))
     weights = scores.softmax(-1, dtype=torch.float32).to(q.dtype)
-    return F.dropout(weights, dropout, training=dropout > 0) @ v, (weights if need_weights else None)
+    out = torch.bmm(F.dropout(weights, dropout, training=dropout > 0), v.reshape(batch * heads, -1, d))
+    return out.view(batch, heads, length, d), (weights.view(batch, heads, length, -1) if need_weights else None)
+
+
+def _mask_bias(mask: Tensor | None, causal: bool, shape: tuple[int, int, int, int], like: Tensor) -> Tensor:
+    """The masks as one additive bias, broadcastable to (B·H, T, S): -inf where a query may not look."""
+    batch, heads, length, keys = shape
+    bias = like.new_full((1, length, keys), float("-inf")).triu_(1) if causal else like.new_zeros(1, 1, 1)
+    if mask is None:
+        return bias
+    pad = like.new_zeros(mask.shape).masked_fill_(~mask, float("-inf"))
+    return bias + pad.expand(batch, heads, -1, keys).reshape(batch * heads, -1, keys)
 
 
 @dataclass

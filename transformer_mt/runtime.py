@@ -60,8 +60,9 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 @contextlib.contextmanager
 def attention_kernels(device: torch.device) -> Iterator[None]:
-    """On CPU the plain (math) SDPA kernel beats the flash kernel on short sentences, backward
-    especially (measured: ~15% faster training steps); on CUDA let PyTorch pick."""
+    """Where CPU attention calls SDPA (bf16 training and translation; fp32 spells the maths out, see
+    `model.attend`) the plain (math) kernel beats the flash kernel on short sentences, backward
+    especially (measured: ~15% faster bf16 training steps); on CUDA let PyTorch pick."""
     if device.type == "cpu":
         with sdpa_kernel([SDPBackend.MATH]):
             yield
