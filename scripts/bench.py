@@ -5,10 +5,11 @@
   python scripts/bench.py --smoke               # tiny sizes, checks that everything runs (the tests use it)
   python scripts/bench.py --no-peer             # without transformers installed
 
-Sections: 1. matmul peak; 2. our training throughput and MFU; 3. the peer (transformers.MarianMTModel,
-identical dimensions, random init, SDPA, ReLU, tied embeddings, same optimiser and loss) on our batches
-and on Hugging Face-style batches; 4. decoding, ours vs `generate()`, output length forced equal, and our
-cached vs uncached decoder; 5. quality per budget: configs/sample.yaml trained for --train-minutes.
+Sections: 1. matmul peak (timed at the start and again between the systems' repetitions); 2. our
+training throughput and MFU; 3. the peer (transformers.MarianMTModel, identical dimensions, random init,
+SDPA, ReLU, tied embeddings, same optimiser and loss) on our batches and on Hugging Face-style batches;
+4. decoding, ours vs `generate()`, output length forced equal, and our cached vs uncached decoder;
+5. quality per budget: configs/sample.yaml trained for --train-minutes.
 Every figure is min / median / max over timed repetitions after a warm-up; the systems compared in
 one table take turns at each repetition. bf16 decoding casts the weights once (as translate.py
 --precision bf16 does; HF's torch_dtype does the same). bench.json["ratios"] holds ours / peer medians
@@ -54,8 +55,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DECODE_LENGTH = 24  # generated tokens per sentence, forced for both systems (random weights never stop)
 
 
-def side_by_side(jobs: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, dict[str, float]]:
-    """Time every job `repeats` times, taking turns, so that a slow spell of a shared machine hits all alike."""
+def side_by_side(jobs: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds of every job, timed `repeats` times taking turns, so that a slow spell of a shared machine
+    hits all alike."""
     for job in jobs.values():
         for _ in range(warmup):
             job()
@@ -65,7 +67,11 @@ def side_by_side(jobs: dict[str, Callable[[], object]], warmup: int, repeats: in
             started = time.perf_counter()
             job()
             seconds[name].append(time.perf_counter() - started)
-    return {name: {"min": min(s), "median": statistics.median(s), "max": max(s)} for name, s in seconds.items()}
+    return seconds
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {"min": min(samples), "median": statistics.median(samples), "max": max(samples)}
 
 
 def per_second(amount: float, seconds: dict[str, float]) -> dict[str, float]:
@@ -73,11 +79,24 @@ def per_second(amount: float, seconds: dict[str, float]) -> dict[str, float]:
     return {"min": amount / seconds["max"], "median": amount / seconds["median"], "max": amount / seconds["min"]}
 
 
-def matmul_peak(size: int, dtype: torch.dtype, device: torch.device, repeats: int) -> dict[str, float]:
-    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    seconds = side_by_side({"matmul": lambda: (a @ b, sync())}, warmup=2, repeats=repeats)["matmul"]
-    return {k: v / 1e9 for k, v in per_second(2 * size**3, seconds).items()}
+class MatmulPeak:
+    """The machine's dense matmul throughput, timed at the start and again as one more job taking turns
+    with the systems' training and decoding repetitions: a shared machine's speed drifts by tens of
+    percent within minutes, and MFU and the decoding ceilings divide by this figure, so it is sampled
+    at the same moments as the systems (one early slow spell once gave an MFU above 1)."""
+
+    def __init__(self, size: int, dtype: torch.dtype, device: torch.device):
+        a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.job: Callable[[], object] = lambda: (a @ b, sync())
+        self.flops, self.seconds = 2 * size**3, []
+
+    def measure(self, repeats: int) -> None:
+        self.seconds += side_by_side({"matmul": self.job}, warmup=2, repeats=repeats)["matmul"]
+
+    def gflops(self) -> dict[str, float]:
+        gflops = {k: v / 1e9 for k, v in per_second(self.flops, summary(self.seconds)).items()}
+        return {**gflops, "samples": len(self.seconds)}
 
 
 def training_flops_per_token(cfg: ModelConfig, vocab: int, src_len: float, tgt_len: float) -> float:
@@ -282,15 +301,21 @@ def run(args: argparse.Namespace) -> dict:
     decode_batches = setup.decode_batches(64)
     results["decode_sentences"] = sum(src.size(0) for src in decode_batches)
     for precision in precisions:
-        results["matmul_gflops"][precision] = matmul_peak(size, DTYPES[precision], device, repeats)
-        _log(f"matmul {precision}: {results['matmul_gflops'][precision]['median']:.0f} GFLOP/s")
+        peak = MatmulPeak(size, DTYPES[precision], device)
+        peak.measure(repeats)
+        _log(f"matmul {precision}: {peak.gflops()['median']:.0f} GFLOP/s")
         batchings = {"same_batches": same_batches, "hf_batching": hf_batches}
-        _bench_training(results, systems, batchings, precision, device, rounds)
+        _bench_training(results, systems, batchings, precision, device, rounds, peak)
         _bench_decoding(results, systems + [ours(cfg, vocab, device, use_cache=False)], decode_batches, precision,
-                        device, rounds)
+                        device, rounds, peak)
+        results["matmul_gflops"][precision] = peak.gflops()
         for name, beam in (("greedy", 1), ("beam4", 4)):  # no implementation decodes faster than this
             results["decode_matmul_floor_seconds"][f"{name}_{precision}"] = \
                 decoding_flops(cfg, vocab, decode_batches, beam) / 1e9 / results["matmul_gflops"][precision]["max"]
+    for precision in peak_only_precisions(device):
+        peak = MatmulPeak(size, DTYPES[precision], device)
+        peak.measure(repeats)
+        results["matmul_gflops"][precision] = peak.gflops()
     _add_mfu(results, setup, same_batches, precisions)
     results["padding"] = padding_shares(setup, 2048)
     if args.train_minutes > 0:
@@ -305,6 +330,12 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
+def peak_only_precisions(device: torch.device) -> tuple[str, ...]:
+    """Precisions whose matmul peak is measured though no system is timed in them: fp16 on CUDA, for
+    reference (the GPU's tensor cores run it as fast as bf16; the systems are timed in bf16)."""
+    return ("fp16",) if device.type == "cuda" else ()
+
+
 def _precisions(device: torch.device, smoke: bool) -> tuple[list[str], dict[str, str]]:
     """bf16 where the hardware has it; a smoke run always exercises it, emulated or not, at tiny sizes."""
     emulated = slow_precision_warning("bf16", device)
@@ -314,7 +345,7 @@ def _precisions(device: torch.device, smoke: bool) -> tuple[list[str], dict[str,
 
 
 def _bench_training(results: dict, systems: list[System], batchings: dict[str, list[Batch]], precision: str,
-                    device: torch.device, rounds: tuple[int, int]) -> None:
+                    device: torch.device, rounds: tuple[int, int], peak: MatmulPeak) -> None:
     """Ours on its own batches; the peer on the same batches and on Hugging Face-style ones."""
     jobs, batches_of = {}, {}
     for system in systems:
@@ -322,8 +353,10 @@ def _bench_training(results: dict, systems: list[System], batchings: dict[str, l
             if system.name == "peer" or batching == "same_batches":
                 key = f"{system.name}_{batching}_{precision}"
                 jobs[key], batches_of[key] = training_job(system, batches, precision, device), batches
-    for key, seconds in side_by_side(jobs, *rounds).items():
-        batches = batches_of[key]
+    timed = side_by_side({"matmul": peak.job, **jobs}, *rounds)
+    peak.seconds += timed.pop("matmul")
+    for key, samples in timed.items():
+        batches, seconds = batches_of[key], summary(samples)
         results["train"][key] = {"tokens_per_sec": per_second(sum(b.n_tokens for b in batches), seconds),
                                  "seconds_per_step": {k: v / len(batches) for k, v in seconds.items()},
                                  "padding_share": statistics.mean(padding_share(b) for b in batches)}
@@ -332,12 +365,15 @@ def _bench_training(results: dict, systems: list[System], batchings: dict[str, l
 
 
 def _bench_decoding(results: dict, systems: list[System], batches: list[torch.Tensor], precision: str,
-                    device: torch.device, rounds: tuple[int, int]) -> None:
+                    device: torch.device, rounds: tuple[int, int], peak: MatmulPeak) -> None:
     sentences = results["decode_sentences"]
     for name, beam in (("greedy", 1), ("beam4", 4)):
         jobs = {f"{system.name}_{name}_{precision}": decoding_job(system, batches, beam, precision, device)
                 for system in systems}
-        for key, seconds in side_by_side(jobs, *rounds).items():
+        timed = side_by_side({"matmul": peak.job, **jobs}, *rounds)
+        peak.seconds += timed.pop("matmul")
+        for key, samples in timed.items():
+            seconds = summary(samples)
             results["decode"][key] = {"sentences_per_sec": per_second(sentences, seconds),
                                       "tokens_per_sec": per_second(sentences * (DECODE_LENGTH + 1), seconds)}
             _log(f"decode {key}: {results['decode'][key]['sentences_per_sec']['median']:.1f} sentences/s")

@@ -42,6 +42,17 @@ def test_profile_job_counts_linear_layer_gemms_apart_from_other_ops():
     assert without["gemm_seconds"] == 0 and without["total_seconds"] > 0
 
 
+def test_matmul_peak_pools_every_sampling_and_fp16_is_measured_on_cuda_only():
+    peak = bench.MatmulPeak(64, torch.float16, torch.device("cpu"))
+    peak.measure(2)
+    peak.seconds += bench.side_by_side({"matmul": peak.job}, warmup=0, repeats=3)["matmul"]
+    figure = peak.gflops()
+    assert figure["samples"] == 5 and 0 < figure["min"] <= figure["median"] <= figure["max"]
+    assert figure["max"] == pytest.approx(2 * 64**3 / min(peak.seconds) / 1e9)
+    assert bench.peak_only_precisions(torch.device("cuda")) == ("fp16",)
+    assert bench.peak_only_precisions(torch.device("cpu")) == ()
+
+
 def test_bench_smoke_run_writes_json_with_ratios(tmp_path):
     output = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "scripts/bench.py", "--smoke", "--output", str(output)], cwd=ROOT,
@@ -54,6 +65,10 @@ def test_bench_smoke_run_writes_json_with_ratios(tmp_path):
     for figure in report["train"].values():
         assert figure["tokens_per_sec"]["min"] <= figure["tokens_per_sec"]["median"] <= figure["tokens_per_sec"]["max"]
     assert report["padding"]["bucketed_batches"] < report["padding"]["random_batches"]
+    # The matmul peak: 3 timings at the start, then one taking turns with the systems at each of the 2
+    # timed rounds of training, of greedy and of beam-4 decoding.
+    for figure in report["matmul_gflops"].values():
+        assert figure["samples"] == 3 + 3 * 2
     assert "| ratio (medians) | value |" in result.stdout
     for name in ("greedy", "beam4"):  # nothing decodes faster than its matmuls at the measured peak
         assert report["ratios"][f"{name}_fp32"] < report["ratios"][f"{name}_fp32_ceiling"]
