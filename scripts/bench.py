@@ -92,7 +92,13 @@ class MatmulPeak:
         self.flops, self.seconds = 2 * size**3, []
 
     def measure(self, repeats: int) -> None:
-        self.seconds += side_by_side({"matmul": self.job}, warmup=2, repeats=repeats)["matmul"]
+        self.alongside({}, warmup=2, repeats=repeats)
+
+    def alongside(self, jobs: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, list[float]]:
+        """side_by_side(jobs) with the matmul taking its turn too; its samples are kept here."""
+        timed = side_by_side({"matmul": self.job, **jobs}, warmup, repeats)
+        self.seconds += timed.pop("matmul")
+        return timed
 
     def gflops(self) -> dict[str, float]:
         gflops = {k: v / 1e9 for k, v in per_second(self.flops, summary(self.seconds)).items()}
@@ -353,9 +359,7 @@ def _bench_training(results: dict, systems: list[System], batchings: dict[str, l
             if system.name == "peer" or batching == "same_batches":
                 key = f"{system.name}_{batching}_{precision}"
                 jobs[key], batches_of[key] = training_job(system, batches, precision, device), batches
-    timed = side_by_side({"matmul": peak.job, **jobs}, *rounds)
-    peak.seconds += timed.pop("matmul")
-    for key, samples in timed.items():
+    for key, samples in peak.alongside(jobs, *rounds).items():
         batches, seconds = batches_of[key], summary(samples)
         results["train"][key] = {"tokens_per_sec": per_second(sum(b.n_tokens for b in batches), seconds),
                                  "seconds_per_step": {k: v / len(batches) for k, v in seconds.items()},
@@ -370,9 +374,7 @@ def _bench_decoding(results: dict, systems: list[System], batches: list[torch.Te
     for name, beam in (("greedy", 1), ("beam4", 4)):
         jobs = {f"{system.name}_{name}_{precision}": decoding_job(system, batches, beam, precision, device)
                 for system in systems}
-        timed = side_by_side({"matmul": peak.job, **jobs}, *rounds)
-        peak.seconds += timed.pop("matmul")
-        for key, samples in timed.items():
+        for key, samples in peak.alongside(jobs, *rounds).items():
             seconds = summary(samples)
             results["decode"][key] = {"sentences_per_sec": per_second(sentences, seconds),
                                       "tokens_per_sec": per_second(sentences * (DECODE_LENGTH + 1), seconds)}
