@@ -57,15 +57,18 @@ DECODE_LENGTH = 24  # generated tokens per sentence, forced for both systems (ra
 
 def side_by_side(jobs: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, list[float]]:
     """Seconds of every job, timed `repeats` times taking turns, so that a slow spell of a shared machine
-    hits all alike."""
+    hits all alike. Each round starts one job further on, so that no job always runs right after the
+    same other one (whose caches and freed memory it inherits)."""
     for job in jobs.values():
         for _ in range(warmup):
             job()
-    seconds: dict[str, list[float]] = {name: [] for name in jobs}
-    for _ in range(repeats):
-        for name, job in jobs.items():
+    names = list(jobs)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats if names else 0):
+        first = round_ % len(names)
+        for name in names[first:] + names[:first]:
             started = time.perf_counter()
-            job()
+            jobs[name]()
             seconds[name].append(time.perf_counter() - started)
     return seconds
 

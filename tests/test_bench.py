@@ -42,6 +42,15 @@ def test_profile_job_counts_linear_layer_gemms_apart_from_other_ops():
     assert without["gemm_seconds"] == 0 and without["total_seconds"] > 0
 
 
+def test_side_by_side_times_every_job_each_round_starting_one_further_on():
+    calls: list[str] = []
+    jobs = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    seconds = bench.side_by_side(jobs, warmup=1, repeats=4)
+    assert calls == list("abc") + list("abc" "bca" "cab" "abc")
+    assert {name: len(times) for name, times in seconds.items()} == {"a": 4, "b": 4, "c": 4}
+    assert all(t >= 0 for times in seconds.values() for t in times)
+
+
 def test_matmul_peak_pools_every_sampling_and_fp16_is_measured_on_cuda_only():
     peak = bench.MatmulPeak(64, torch.float16, torch.device("cpu"))
     peak.measure(2)
