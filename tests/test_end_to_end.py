@@ -1,6 +1,7 @@
 """Train a tiny model on a few hundred pairs until it reproduces them, then use the CLIs as a user would."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import torch
 import yaml
 
 from tests.conftest import write_jsonl
+from transformer_mt.tokenizer import EOS
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
@@ -78,6 +80,30 @@ def test_reproduces_training_pairs_through_translate_cli(trained):
     args = cli("scripts/translate.py", "--runs", str(root / "runs"), sources[0], "", sources[1])
     assert args.returncode == 0, args.stderr
     assert args.stdout.splitlines() == [train_pairs[0][1], "", train_pairs[1][1]]
+    assert "note:" not in args.stderr  # an empty input line is not an empty translation
+
+
+def test_translate_says_why_translations_are_empty(trained, tmp_path):
+    """A model that emits EOS first (here: the trained one with its output forced to EOS) prints blank
+    lines; the CLI says so on stderr, naming the checkpoint's step, and still succeeds."""
+    _, run, _, train_pairs = trained
+    mute = tmp_path / "mute"
+    shutil.copytree(run, mute)
+    path = mute / "checkpoints" / "best.pt"
+    state = torch.load(path, weights_only=True)
+    weights = state["model"]
+    eos_row = weights["output.weight"][EOS].clone() * 100  # tied: the same row wherever it is saved
+    for key in ("src_embed.weight", "tgt_embed.weight", "output.weight"):
+        if key in weights:
+            weights[key][EOS] = eos_row
+    weights["decoder_norm.weight"].zero_()
+    weights["decoder_norm.bias"].copy_(eos_row)  # every hidden state now points at EOS
+    torch.save(state, path)
+    result = cli("scripts/translate.py", "--run", str(mute), train_pairs[0][0], "", train_pairs[1][0])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["", "", ""]
+    assert "note: 2 of 3 translations are empty" in result.stderr
+    assert f"{path} is from step {state['state']['step']}" in result.stderr
 
 
 def test_nbest_prints_scores(trained):
