@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import platform
@@ -55,21 +56,39 @@ ROOT = Path(__file__).resolve().parent.parent
 DECODE_LENGTH = 24  # generated tokens per sentence, forced for both systems (random weights never stop)
 
 
-def side_by_side(jobs: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds of every job, timed `repeats` times taking turns, so that a slow spell of a shared machine
-    hits all alike. Each round starts one job further on, so that no job always runs right after the
-    same other one (whose caches and freed memory it inherits)."""
+@dataclass
+class Job:
+    """What one system times, as its steps (a training step or a decoded batch each), so that systems can
+    take turns step by step."""
+    steps: list[Callable[[], object]]
+
+    def __call__(self) -> None:
+        for step in self.steps:
+            step()
+
+
+def side_by_side(jobs: dict[str, Job], warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds of every job in each of `repeats` rounds. Within a round the jobs take turns step by step
+    (step i of each, then step i + 1), so that a slow spell of a shared machine, which comes and goes
+    within seconds, hits all alike (taking turns job by job, ~10 s apart, moved the same-batch training
+    ratio 0.90-1.09 from run to run); each turn starts one job further on, so that no job always runs
+    right after the same other one (whose caches and freed memory it inherits)."""
     for job in jobs.values():
         for _ in range(warmup):
             job()
     names = list(jobs)
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(repeats if names else 0):
-        first = round_ % len(names)
-        for name in names[first:] + names[:first]:
-            started = time.perf_counter()
-            jobs[name]()
-            seconds[name].append(time.perf_counter() - started)
+        totals = dict.fromkeys(names, 0.0)
+        for i in range(max(len(job.steps) for job in jobs.values())):
+            first = (round_ + i) % len(names)
+            for name in names[first:] + names[:first]:
+                if i < len(jobs[name].steps):
+                    started = time.perf_counter()
+                    jobs[name].steps[i]()
+                    totals[name] += time.perf_counter() - started
+        for name in names:
+            seconds[name].append(totals[name])
     return seconds
 
 
@@ -91,13 +110,13 @@ class MatmulPeak:
     def __init__(self, size: int, dtype: torch.dtype, device: torch.device):
         a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        self.job: Callable[[], object] = lambda: (a @ b, sync())
+        self.job = Job([lambda: (a @ b, sync())])
         self.flops, self.seconds = 2 * size**3, []
 
     def measure(self, repeats: int) -> None:
         self.alongside({}, warmup=2, repeats=repeats)
 
-    def alongside(self, jobs: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, list[float]]:
+    def alongside(self, jobs: dict[str, Job], warmup: int, repeats: int) -> dict[str, list[float]]:
         """side_by_side(jobs) with the matmul taking its turn too; its samples are kept here."""
         timed = side_by_side({"matmul": self.job, **jobs}, warmup, repeats)
         self.seconds += timed.pop("matmul")
@@ -210,24 +229,27 @@ class Setup:
                 for start in range(0, len(order), batch_size)]
 
 
-def training_job(system: System, batches: list[Batch], precision: str, device: torch.device) -> Callable[[], None]:
+def training_job(system: System, batches: list[Batch], precision: str, device: torch.device) -> Job:
     torch.manual_seed(0)
     model = system.build()
     optimizer = adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)  # the trainer's, for both systems
 
-    def run_all() -> None:
+    def step(batch: Batch) -> None:
         with system.kernels():
-            for batch in batches:
-                with autocast(device, precision):
-                    logits = system.logits(model, batch)
-                loss, _ = smoothed_loss(logits, batch.tgt_out, 0.1)  # the trainer's, for both systems
-                (loss / batch.n_tokens).backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+            with autocast(device, precision):
+                logits = system.logits(model, batch)
+            loss, _ = smoothed_loss(logits, batch.tgt_out, 0.1)  # the trainer's, for both systems
+            (loss / batch.n_tokens).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        _sync(device)
 
-    return run_all
+    return Job([functools.partial(step, batch) for batch in batches])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":  # a step is timed when its kernels are done, not when they are queued
+        torch.cuda.synchronize()
 
 
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::_addmm_activation")  # the linear layers' matrix products
@@ -247,19 +269,17 @@ def profile_job(job: Callable[[], None], top: int = 6) -> dict:
 
 
 def decoding_job(system: System, batches: list[torch.Tensor], beam: int, precision: str,
-                 device: torch.device) -> Callable[[], None]:
+                 device: torch.device) -> Job:
     """Inference in bf16 casts the weights once, as translate.py does (and HF's torch_dtype)."""
     torch.manual_seed(0)
     model = system.build().eval().to(DTYPES[precision])
 
-    def run_all() -> None:
+    def step(src: torch.Tensor) -> None:
         with torch.no_grad(), system.kernels():
-            for src in batches:
-                system.decode(model, src, beam)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+            system.decode(model, src, beam)
+        _sync(device)
 
-    return run_all
+    return Job([functools.partial(step, src) for src in batches])
 
 
 def padding_shares(setup: Setup, batch_tokens: int) -> dict:
@@ -388,7 +408,7 @@ def _bench_decoding(results: dict, systems: list[System], batches: list[torch.Te
                  device)
 
 
-def _profile(results: dict, jobs: dict[str, Callable[[], None]], precision: str, device: torch.device) -> None:
+def _profile(results: dict, jobs: dict[str, Job], precision: str, device: torch.device) -> None:
     if device.type != "cpu":  # CPU self times of CUDA ops are launch times, not kernel times
         results["skipped"]["profiles"] = "profiles and GEMM bounds are measured on CPU only"
         return

@@ -42,19 +42,23 @@ def test_profile_job_counts_linear_layer_gemms_apart_from_other_ops():
     assert without["gemm_seconds"] == 0 and without["total_seconds"] > 0
 
 
-def test_side_by_side_times_every_job_each_round_starting_one_further_on():
+def test_side_by_side_takes_turns_step_by_step_starting_one_further_on():
     calls: list[str] = []
-    jobs = {name: (lambda name=name: calls.append(name)) for name in "abc"}
-    seconds = bench.side_by_side(jobs, warmup=1, repeats=4)
-    assert calls == list("abc") + list("abc" "bca" "cab" "abc")
-    assert {name: len(times) for name, times in seconds.items()} == {"a": 4, "b": 4, "c": 4}
+    jobs = {name: bench.Job([lambda step=f"{name}{i}": calls.append(step) for i in range(steps)])
+            for name, steps in (("a", 2), ("b", 2), ("c", 1))}
+    seconds = bench.side_by_side(jobs, warmup=1, repeats=2)
+    warmup = ["a0", "a1", "b0", "b1", "c0"]
+    round0 = ["a0", "b0", "c0", "b1", "a1"]  # turn 1 starts at b; c has no second step
+    round1 = ["b0", "c0", "a0", "a1", "b1"]
+    assert calls == warmup + round0 + round1
+    assert {name: len(times) for name, times in seconds.items()} == {"a": 2, "b": 2, "c": 2}
     assert all(t >= 0 for times in seconds.values() for t in times)
 
 
 def test_matmul_peak_pools_every_sampling_and_fp16_is_measured_on_cuda_only():
     peak = bench.MatmulPeak(64, torch.float16, torch.device("cpu"))
     peak.measure(2)
-    timed = peak.alongside({"other": lambda: None}, warmup=0, repeats=3)
+    timed = peak.alongside({"other": bench.Job([lambda: None])}, warmup=0, repeats=3)
     assert list(timed) == ["other"] and len(timed["other"]) == 3
     figure = peak.gflops()
     assert figure["samples"] == 5 and 0 < figure["min"] <= figure["median"] <= figure["max"]
