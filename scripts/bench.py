@@ -323,9 +323,7 @@ def run(args: argparse.Namespace) -> dict:
                      "model": vars(cfg), "vocab": vocab, "matmul_gflops": {}, "train": {}, "decode": {},
                      "decode_matmul_floor_seconds": {}, "profiles": {}, "skipped": skipped}
     size, repeats, steps, batch_tokens = (256, 3, 2, 512) if args.smoke else (1024, 10, 12, 2048)
-    # (warm-up, timed) runs of every training and decoding job. Training gets 5: its same-batch ratio is
-    # the one within noise of its target, and a step's time swings by ±15% between repetitions here.
-    train_rounds, decode_rounds = ((0, 2), (0, 2)) if args.smoke else ((1, 5), (1, 3))
+    rounds = (0, 2) if args.smoke else (1, 3)  # (warm-up, timed) runs of every training and decoding job
     same_batches = setup.token_batches(batch_tokens, steps)
     mean_sentences = round(sum(b.src.size(0) for b in same_batches) / len(same_batches))
     hf_batches = setup.hf_batches(mean_sentences, steps)
@@ -336,9 +334,9 @@ def run(args: argparse.Namespace) -> dict:
         peak.measure(repeats)
         _log(f"matmul {precision}: {peak.gflops()['median']:.0f} GFLOP/s")
         batchings = {"same_batches": same_batches, "hf_batching": hf_batches}
-        _bench_training(results, systems, batchings, precision, device, train_rounds, peak)
+        _bench_training(results, systems, batchings, precision, device, rounds, peak)
         _bench_decoding(results, systems + [ours(cfg, vocab, device, use_cache=False)], decode_batches, precision,
-                        device, decode_rounds, peak)
+                        device, rounds, peak)
         results["matmul_gflops"][precision] = peak.gflops()
         for name, beam in (("greedy", 1), ("beam4", 4)):  # no implementation decodes faster than this
             results["decode_matmul_floor_seconds"][f"{name}_{precision}"] = \
