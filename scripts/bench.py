@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmarks, run sequentially in one process, ours side by side with a same-size HF Marian model.
 
-  python scripts/bench.py                       # full run (~12 min on 2 CPU cores): bench.json + Markdown
+  python scripts/bench.py                       # full run (12-15 min on 2 CPU cores): bench.json + Markdown
   python scripts/bench.py --smoke               # tiny sizes, checks that everything runs (the tests use it)
   python scripts/bench.py --no-peer             # without transformers installed
 
@@ -11,9 +11,9 @@ SDPA, ReLU, tied embeddings, same optimiser and loss) on our batches and on Hugg
 4. decoding, ours vs `generate()`, output length forced equal, and our cached vs uncached decoder;
 5. quality per budget: configs/sample.yaml trained for --train-minutes.
 Every figure is min / median / max over timed repetitions after a warm-up; the systems compared in
-one table take turns at each repetition. bf16 decoding casts the weights once (as translate.py
---precision bf16 does; HF's torch_dtype does the same). bench.json["ratios"] holds ours / peer medians
-and, for decoding, the `_ceiling`: the peer's time over the matmul floor (the decoding FLOPs at the
+one table take turns step by step (a training step or decoded batch of each in turn). bf16 decoding
+casts the weights once (as translate.py --precision bf16 does; HF's torch_dtype does the same).
+bench.json["ratios"] holds ours / peer medians and, for decoding, the `_ceiling`: the peer's time over the matmul floor (the decoding FLOPs at the
 measured matmul peak), i.e. the highest ratio that any implementation of the same maths could reach,
 and the `_gemm_bound`: the ratio over our GEMMs' share of our time, profiled (CPU), i.e. the highest
 ratio reachable while the linear layers' matrix products run as PyTorch runs them. bench.json["profiles"] says
@@ -109,8 +109,7 @@ class MatmulPeak:
 
     def __init__(self, size: int, dtype: torch.dtype, device: torch.device):
         a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        self.job = Job([lambda: (a @ b, sync())])
+        self.job = Job([lambda: (a @ b, _sync(device))])
         self.flops, self.seconds = 2 * size**3, []
 
     def measure(self, repeats: int) -> None:
