@@ -13,11 +13,11 @@ SDPA, ReLU, tied embeddings, same optimiser and loss) on our batches and on Hugg
 Every figure is min / median / max over timed repetitions after a warm-up; the systems compared in
 one table take turns step by step (a training step or decoded batch of each in turn). bf16 decoding
 casts the weights once (as translate.py --precision bf16 does; HF's torch_dtype does the same).
-bench.json["ratios"] holds ours / peer medians and, for decoding, the `_ceiling`: the peer's time over the matmul floor (the decoding FLOPs at the
-measured matmul peak), i.e. the highest ratio that any implementation of the same maths could reach,
-and the `_gemm_bound`: the ratio over our GEMMs' share of our time, profiled (CPU), i.e. the highest
-ratio reachable while the linear layers' matrix products run as PyTorch runs them. bench.json["profiles"] says
-where the time of each compared run goes.
+bench.json["ratios"] holds ours / peer medians and, for decoding, the `_ceiling`: the peer's time over
+the matmul floor (the decoding FLOPs at the measured matmul peak), i.e. the highest ratio that any
+implementation of the same maths could reach, and the `_gemm_bound`: the ratio over our GEMMs' share
+of our time, profiled (CPU), i.e. the highest ratio reachable while the linear layers' matrix products
+run as PyTorch runs them. bench.json["profiles"] says where the time of each compared run goes.
 """
 from __future__ import annotations
 
@@ -76,11 +76,11 @@ def side_by_side(jobs: dict[str, Job], warmup: int, repeats: int) -> dict[str, l
     for job in jobs.values():
         for _ in range(warmup):
             job()
-    names = list(jobs)
+    names, turns = list(jobs), max((len(job.steps) for job in jobs.values()), default=0)
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(repeats if names else 0):
         totals = dict.fromkeys(names, 0.0)
-        for i in range(max(len(job.steps) for job in jobs.values())):
+        for i in range(turns):
             first = (round_ + i) % len(names)
             for name in names[first:] + names[:first]:
                 if i < len(jobs[name].steps):
