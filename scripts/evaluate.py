@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -44,6 +45,8 @@ def main() -> int:
     hypotheses = [hyps[0].text for hyps in translator.translate(sources, search, args.batch_size)]
     seconds = time.perf_counter() - started
     scores = corpus_scores(hypotheses, references)
+    if note := translator.empty_note(sources, hypotheses):
+        print(note, file=sys.stderr)
     if output:
         with writing("--output", output):
             output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")

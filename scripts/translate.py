@@ -42,19 +42,16 @@ def main() -> int:
     sentences = args.sentences if args.sentences else [line.rstrip("\n") for line in sys.stdin]
     if attention:
         _save_attention(translator, sentences, attention)
-    empty = 0
-    for sentence, hyps in zip(sentences, translator.translate(sentences, search, args.batch_size)):
-        empty += bool(sentence.strip()) and not hyps[0].text
+    translations = translator.translate(sentences, search, args.batch_size)
+    for hyps in translations:
         if args.nbest == 1:
             print(hyps[0].text)
         else:
             for rank, hyp in enumerate(hyps):
                 print(f"{rank}\t{hyp.score:.4f}\t{hyp.text}")
     sys.stdout.flush()
-    if empty:  # a blank line alone looks like a bug of ours; an undertrained model is the usual cause
-        print(f"note: {empty} of {len(sentences)} translations are empty (the model stopped at once: "
-              f"{translator.checkpoint} is from step {translator.step}; an undertrained model does this)",
-              file=sys.stderr)
+    if note := translator.empty_note(sentences, [hyps[0].text for hyps in translations]):
+        print(note, file=sys.stderr)
     return 0
 
 

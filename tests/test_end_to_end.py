@@ -83,10 +83,8 @@ def test_reproduces_training_pairs_through_translate_cli(trained):
     assert "note:" not in args.stderr  # an empty input line is not an empty translation
 
 
-def test_translate_says_why_translations_are_empty(trained, tmp_path):
-    """A model that emits EOS first (here: the trained one with its output forced to EOS) prints blank
-    lines; the CLI says so on stderr, naming the checkpoint's step, and still succeeds."""
-    _, run, _, train_pairs = trained
+def _mute_copy(run: Path, tmp_path: Path) -> tuple[Path, Path, int]:
+    """A copy of the trained run whose best checkpoint emits EOS first: its output is forced to EOS."""
     mute = tmp_path / "mute"
     shutil.copytree(run, mute)
     path = mute / "checkpoints" / "best.pt"
@@ -99,11 +97,35 @@ def test_translate_says_why_translations_are_empty(trained, tmp_path):
     weights["decoder_norm.weight"].zero_()
     weights["decoder_norm.bias"].copy_(eos_row)  # every hidden state now points at EOS
     torch.save(state, path)
+    return mute, path, state["state"]["step"]
+
+
+def test_translate_says_why_translations_are_empty(trained, tmp_path):
+    """A model that emits EOS first prints blank lines; the CLI says so on stderr, naming the
+    checkpoint's step, and still succeeds."""
+    _, run, _, train_pairs = trained
+    mute, path, step = _mute_copy(run, tmp_path)
     result = cli("scripts/translate.py", "--run", str(mute), train_pairs[0][0], "", train_pairs[1][0])
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["", "", ""]
     assert "note: 2 of 3 translations are empty" in result.stderr
-    assert f"{path} is from step {state['state']['step']}" in result.stderr
+    assert f"{path} is from step {step}" in result.stderr
+
+
+def test_evaluate_says_why_translations_are_empty(trained, tmp_path):
+    _, run, _, train_pairs = trained
+    mute, path, step = _mute_copy(run, tmp_path)
+    (tmp_path / "src.en").write_text(f"{train_pairs[0][0]}\n{train_pairs[1][0]}\n")
+    (tmp_path / "ref.fr").write_text(f"{train_pairs[0][1]}\n{train_pairs[1][1]}\n")
+    result = cli("scripts/evaluate.py", "--run", str(mute), "--src", str(tmp_path / "src.en"),
+                 "--ref", str(tmp_path / "ref.fr"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["bleu"] == 0.0
+    assert f"note: 2 of 2 translations are empty (the model stopped at once: {path} is from step {step}" \
+        in result.stderr
+    healthy = cli("scripts/evaluate.py", "--run", str(run), "--src", str(tmp_path / "src.en"),
+                  "--ref", str(tmp_path / "ref.fr"), "--json")
+    assert healthy.returncode == 0 and "note:" not in healthy.stderr
 
 
 def test_nbest_prints_scores(trained):

@@ -102,6 +102,15 @@ class Translator:
                 results[index] = [Translation(self.tokenizers.tgt.decode(h.tokens), h.score) for h in hyps]
         return results
 
+    def empty_note(self, sentences: list[str], texts: list[str]) -> str | None:
+        """A note when non-empty sentences got empty translations: a blank line alone looks like a bug of
+        ours, and an undertrained model (one that emits end-of-sentence first) is the usual cause."""
+        empty = sum(bool(sentence.strip()) and not text for sentence, text in zip(sentences, texts))
+        if not empty:
+            return None
+        return (f"note: {empty} of {len(sentences)} translations are empty (the model stopped at once: "
+                f"{self.checkpoint} is from step {self.step}; an undertrained model does this)")
+
     def _search(self, batch: list[list[int]], search: SearchConfig) -> list[list[Hypothesis]]:
         src = pad_batch(batch, self.device)
         with attention_kernels(self.device):
