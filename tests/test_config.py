@@ -80,6 +80,7 @@ def test_optional_values_accept_null():
     ("train.adam_betas=[0.9,1.0]", "train.adam_betas"),
     ("train.adam_eps=0", "train.adam_eps"),
     ("train.clip_norm=-1", "train.clip_norm: must be at least 0"),
+    ("train.optimizer=sgd", "train.optimizer: 'sgd' is not one of adam, adamw"),
     ("decode.batch_size=0", "decode.batch_size: must be at least 1"),
     ("decode.max_len_b=-1", "decode.max_len_b: must be at least 0"),
 ])

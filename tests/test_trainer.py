@@ -77,6 +77,27 @@ def test_fused_adam_matches_the_per_tensor_reference():
         torch.testing.assert_close(p, r)
 
 
+def test_adamw_shrinks_the_weights_instead_of_adding_decay_to_the_gradient():
+    """train.optimizer=adamw: the fused kernel against AdamW's update written out (Loshchilov & Hutter)."""
+    torch.manual_seed(0)
+    lr, (b1, b2), eps, wd = 1e-2, (0.9, 0.98), 1e-9, 0.1
+    param = torch.randn(6, 4, requires_grad=True)
+    coupled = param.detach().clone().requires_grad_()
+    expected, m, v = param.detach().clone(), torch.zeros(6, 4), torch.zeros(6, 4)
+    adamw = adam([param], lr, (b1, b2), eps, weight_decay=wd, decoupled=True)
+    l2 = adam([coupled], lr, (b1, b2), eps, weight_decay=wd)
+    assert adamw.defaults["fused"]
+    for t in range(1, 6):
+        grad = torch.randn(6, 4)
+        param.grad, coupled.grad = grad.clone(), grad.clone()
+        adamw.step()
+        l2.step()
+        m, v = b1 * m + (1 - b1) * grad, b2 * v + (1 - b2) * grad**2
+        expected = expected * (1 - lr * wd) - lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
+    torch.testing.assert_close(param.detach(), expected)
+    assert not torch.allclose(param, coupled)  # Adam's L2 decay is a different rule
+
+
 def test_bf16_training_on_a_cpu_without_bf16_warns_and_still_trains(tmp_path, monkeypatch, capsys):
     from tests.trainer_helpers import small_config, small_corpus
     from transformer_mt import runtime

@@ -124,6 +124,16 @@ def test_resume_from_a_checkpoint_without_fused_adam_switches_to_it(tmp_path, co
     assert resumed.optimizer.param_groups[0]["fused"]
 
 
+def test_adamw_run_resumes_as_adamw_and_a_changed_optimizer_is_refused(tmp_path, corpus):
+    config = small_config(tmp_path, corpus, "adamw", max_steps=5, optimizer="adamw", weight_decay=0.1)
+    assert isinstance(train(config).optimizer, torch.optim.AdamW)
+    resumed = train(replace(config, train=replace(config.train, max_steps=7, resume=True)))
+    assert resumed.state.step == 7 and resumed.optimizer.param_groups[0]["decoupled_weight_decay"]
+    switched = replace(config, train=replace(config.train, max_steps=9, resume=True, optimizer="adam"))
+    with pytest.raises(UserError, match="trained with train.optimizer=adamw, this config says adam"):
+        prepare(switched, log=lambda *_: None)
+
+
 def test_checkpoints_are_plain_data_and_rotated(tmp_path, corpus):
     config = small_config(tmp_path, corpus, "rotate", max_steps=20, keep_last=2)
     train(config)

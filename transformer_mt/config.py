@@ -101,6 +101,7 @@ class TrainConfig:
     warmup_steps: int = 4000
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     adam_eps: float = 1e-9
+    optimizer: str = "adam"  # adam (weight decay added to the gradient, L2) | adamw (decay applied to the weights)
     weight_decay: float = 0.0
     clip_norm: float = 1.0  # 0 = no clipping (the gradient norm is still logged)
     label_smoothing: float = 0.1
@@ -122,6 +123,7 @@ class TrainConfig:
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
         _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
+        _choice("train.optimizer", self.optimizer, ("adam", "adamw"))
         if len(self.adam_betas) != 2:
             raise ConfigError("train.adam_betas: expected two numbers")
         _at_least("train", self, 1, "batch_tokens", "accumulate", "warmup_steps", "max_steps", "max_epochs",

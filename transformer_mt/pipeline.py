@@ -106,6 +106,9 @@ def _check_same_model(run: RunPaths, config: Config) -> None:
     for section in ("data", "tokenizer", "model"):
         if getattr(saved, section) != getattr(config, section):
             raise UserError(f"cannot resume {run.root}: its {section} settings differ from this config's")
+    if saved.train.optimizer != config.train.optimizer:  # its saved state would quietly keep the old rule
+        raise UserError(f"cannot resume {run.root}: it was trained with train.optimizer={saved.train.optimizer}, "
+                        f"this config says {config.train.optimizer}")
 
 
 def _describe(config: Config) -> str:

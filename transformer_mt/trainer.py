@@ -61,10 +61,14 @@ def noam_lambda(warmup: int):
     return factor
 
 
-def adam(params, lr: float, betas: tuple[float, float], eps: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """Adam with PyTorch's fused kernel: one pass over all parameters instead of a loop of small ops
-    per tensor (measured: a 3× faster optimiser step on CPU, ~1% of a training step at 2,048 tokens)."""
-    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=True)
+def adam(params, lr: float, betas: tuple[float, float], eps: float, weight_decay: float = 0.0,
+         decoupled: bool = False) -> torch.optim.Adam:
+    """Adam, or AdamW if `decoupled` (weight decay shrinks the weights directly instead of joining the
+    gradient, where Adam's scaling would weaken it for parameters with large gradients), with PyTorch's
+    fused kernel: one pass over all parameters instead of a loop of small ops per tensor (measured: a 3×
+    faster optimiser step on CPU, ~1% of a training step at 2,048 tokens)."""
+    kind = torch.optim.AdamW if decoupled else torch.optim.Adam
+    return kind(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=True)
 
 
 def smoothed_loss(logits: Tensor, target: Tensor, smoothing: float) -> tuple[Tensor, Tensor]:
@@ -96,7 +100,8 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if tc.compile:
             self.step_model = torch.compile(self.step_model, dynamic=True)
-        self.optimizer = adam(self.model.parameters(), tc.lr, tuple(tc.adam_betas), tc.adam_eps, tc.weight_decay)
+        self.optimizer = adam(self.model.parameters(), tc.lr, tuple(tc.adam_betas), tc.adam_eps, tc.weight_decay,
+                              decoupled=tc.optimizer == "adamw")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, noam_lambda(tc.warmup_steps))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.state = TrainState()
