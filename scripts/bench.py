@@ -153,6 +153,18 @@ def decoding_flops(cfg: ModelConfig, vocab: int, batches: list[torch.Tensor], be
     return total
 
 
+def source_pad_gemm_share(cfg: ModelConfig, vocab: int, batches: list[Batch]) -> float:
+    """The share of the linear layers' GEMM FLOPs (forward; backward is the same share) that fall on
+    source padding in the encoder: the work our encoder skips and the peer does on identical batches.
+    The cross-attention K/V projections of the memory run over the pads in both systems."""
+    d, ff = cfg.d_model, cfg.d_ff
+    encoder, cross_kv = cfg.encoder_layers * (8 * d * d + 4 * d * ff), cfg.decoder_layers * 4 * d * d  # per source row
+    decoder = cfg.decoder_layers * (12 * d * d + 4 * d * ff) + 2 * d * vocab  # per target row
+    rows = sum(b.src.numel() for b in batches)
+    pads = sum(int((b.src == PAD).sum()) for b in batches)
+    return pads * encoder / (rows * (encoder + cross_kv) + sum(b.tgt_in.numel() for b in batches) * decoder)
+
+
 @dataclass
 class System:
     """One implementation under test: how to build it, run teacher forcing, and decode."""
@@ -424,6 +436,7 @@ def _add_mfu(results: dict, setup: Setup, batches: list[Batch], precisions: list
     tgt_len = sum(b.n_tokens for b in batches) / sentences
     flops = training_flops_per_token(setup.model_cfg, setup.vocab, src_len, tgt_len)
     results["train_flops_per_token"] = flops
+    results["train_source_pad_gemm_share"] = source_pad_gemm_share(setup.model_cfg, setup.vocab, batches)
     for precision in precisions:
         rate = results["train"][f"ours_same_batches_{precision}"]["tokens_per_sec"]["median"]
         results["train"][f"ours_same_batches_{precision}"]["mfu"] = \
@@ -466,12 +479,20 @@ def _ratios(results: dict, precisions: list[str], peer_present: bool) -> dict[st
 def _add_gemm_bounds(results: dict, ratios: dict[str, float], precision: str) -> None:
     """`_gemm_bound`: our ratio over our profiled GEMM share, i.e. the ratio we would reach if everything
     but our linear layers' matrix products took no time (GEMMs run as PyTorch runs them). A share, not
-    the profiled seconds, so that a slow spell during the one profiled run moves it little."""
+    the profiled seconds, so that a slow spell during the one profiled run moves it little.
+    For training on identical batches also `_gemm_time` (the peer's GEMM seconds over ours: the skipped
+    source pads should make it 1 / (1 - train_source_pad_gemm_share)) and `_from_skipping` (the ratio
+    skipping alone buys: the peer's step with that share of its GEMM time gone)."""
     for name, key in (("train_same_batches", "ours_same_batches"), ("greedy", "ours_greedy"), ("beam4", "ours_beam4")):
         profile = results["profiles"].get(f"{key}_{precision}")
         if profile is not None:
             share = profile["gemm_seconds"] / profile["total_seconds"]
             ratios[f"{name}_{precision}_gemm_bound"] = ratios[f"{name}_{precision}"] / share
+    ours, peer = (results["profiles"].get(f"{who}_same_batches_{precision}") for who in ("ours", "peer"))
+    if ours is not None and peer is not None:
+        ratios[f"train_same_batches_{precision}_gemm_time"] = peer["gemm_seconds"] / ours["gemm_seconds"]
+        skipped = results["train_source_pad_gemm_share"] * peer["gemm_seconds"] / peer["total_seconds"]
+        ratios[f"train_same_batches_{precision}_from_skipping"] = 1 / (1 - skipped)
 
 
 def main() -> int:

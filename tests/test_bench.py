@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from transformer_mt.batching import Batch
 from transformer_mt.config import ModelConfig
 from transformer_mt.model import Transformer
 from transformer_mt.search import SearchConfig, beam_search, greedy
-from transformer_mt.tokenizer import EOS
+from transformer_mt.tokenizer import EOS, PAD
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -31,6 +32,30 @@ def test_decoding_flops_count_the_matmuls_our_search_runs(beam):
         (greedy if beam == 1 else beam_search)(model, src, search, model.max_output_len)
     assert counter.get_total_flops() == bench.decoding_flops(cfg, 100, [src], beam)
     assert bench.decoding_flops(cfg, 100, [src], beam, attention=False) < counter.get_total_flops()
+
+
+def test_source_pad_gemm_share_is_the_linear_work_the_peer_does_and_we_skip():
+    """PyTorch's FLOP counter on a padded batch: the peer's linear-layer GEMMs (mm, addmm) against ours,
+    whose encoder skips the source pads; their difference over the peer's is the share the formula gives."""
+    pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=3, d_ff=48, dropout=0.0)
+    src = torch.randint(4, 100, (3, 7))
+    src[0, 4:], src[1, 6:] = PAD, PAD  # sentences of 4, 6 and 7 tokens
+    tgt = torch.randint(4, 100, (3, 5))
+    tgt[2, 3:] = PAD
+    batch = Batch(src=src, tgt_in=tgt, tgt_out=tgt)
+
+    def linear_flops(system: bench.System) -> int:
+        model = system.build()
+        with FlopCounterMode(display=False) as counter:
+            system.logits(model, batch)
+        counts = counter.get_flop_counts()["Global"]
+        return counts.get(torch.ops.aten.mm, 0) + counts.get(torch.ops.aten.addmm, 0)
+
+    ours, peer = (linear_flops(make(cfg, 100, torch.device("cpu"))) for make in (bench.ours, bench.peer))
+    assert ours < peer
+    assert bench.source_pad_gemm_share(cfg, 100, [batch]) == pytest.approx(1 - ours / peer, rel=1e-12)
 
 
 def test_profile_job_counts_linear_layer_gemms_apart_from_other_ops():
@@ -88,6 +113,9 @@ def test_bench_smoke_run_writes_json_with_ratios(tmp_path):
         assert report["ratios"][f"{name}_fp32"] < report["ratios"][f"{name}_fp32_ceiling"]
     assert {"train_same_batches_fp32_gemm_bound", "greedy_fp32_gemm_bound", "beam4_fp32_gemm_bound"} <= \
         report["ratios"].keys()
+    assert 0 < report["train_source_pad_gemm_share"] < 0.5
+    assert report["ratios"]["train_same_batches_fp32_gemm_time"] > 0
+    assert 1 < report["ratios"]["train_same_batches_fp32_from_skipping"] < 1 / (1 - report["train_source_pad_gemm_share"])
     for key in ("ours_same_batches_fp32", "peer_same_batches_fp32", "ours_greedy_fp32", "peer_beam4_fp32"):
         profile = report["profiles"][key]
         assert 0 < profile["gemm_seconds"] < profile["total_seconds"]
