@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmarks, run sequentially in one process, ours side by side with a same-size HF Marian model.
 
-  python scripts/bench.py                       # full run (12-15 min on 2 CPU cores): bench.json + Markdown
+  python scripts/bench.py                       # full run (10-15 min on 2 CPU cores): bench.json + Markdown
   python scripts/bench.py --smoke               # tiny sizes, checks that everything runs (the tests use it)
   python scripts/bench.py --no-peer             # without transformers installed
 
@@ -17,7 +17,9 @@ bench.json["ratios"] holds ours / peer medians and, for decoding, the `_ceiling`
 the matmul floor (the decoding FLOPs at the measured matmul peak), i.e. the highest ratio that any
 implementation of the same maths could reach, and the `_gemm_bound`: the ratio over our GEMMs' share
 of our time, profiled (CPU), i.e. the highest ratio reachable while the linear layers' matrix products
-run as PyTorch runs them. bench.json["profiles"] says where the time of each compared run goes.
+run as PyTorch runs them. For training on identical batches, `_from_skipping` is the ratio that
+skipping the source pads (bench.json["train_source_pad_gemm_share"] of the GEMM FLOPs) alone buys.
+bench.json["profiles"] says where the time of each compared run goes.
 """
 from __future__ import annotations
 
@@ -455,7 +457,8 @@ def _ratios(results: dict, precisions: list[str], peer_present: bool) -> dict[st
               / med("decode", "ours_uncached_beam4_fp32", "sentences_per_sec"),
               "cached_vs_uncached_greedy": med("decode", "ours_greedy_fp32", "sentences_per_sec")
               / med("decode", "ours_uncached_greedy_fp32", "sentences_per_sec"),
-              "padding_random_vs_bucketed": results["padding"]["random_batches"] / results["padding"]["bucketed_batches"]}
+              "padding_random_vs_bucketed":
+                  results["padding"]["random_batches"] / results["padding"]["bucketed_batches"]}
     for p in precisions:
         ratios[f"mfu_{p}"] = results["train"][f"ours_same_batches_{p}"]["mfu"]
     if "bf16" in precisions:

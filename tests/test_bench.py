@@ -115,7 +115,8 @@ def test_bench_smoke_run_writes_json_with_ratios(tmp_path):
         report["ratios"].keys()
     assert 0 < report["train_source_pad_gemm_share"] < 0.5
     assert report["ratios"]["train_same_batches_fp32_gemm_time"] > 0
-    assert 1 < report["ratios"]["train_same_batches_fp32_from_skipping"] < 1 / (1 - report["train_source_pad_gemm_share"])
+    skipping = report["ratios"]["train_same_batches_fp32_from_skipping"]
+    assert 1 < skipping < 1 / (1 - report["train_source_pad_gemm_share"])  # the peer's GEMMs are not all its step
     for key in ("ours_same_batches_fp32", "peer_same_batches_fp32", "ours_greedy_fp32", "peer_beam4_fp32"):
         profile = report["profiles"][key]
         assert 0 < profile["gemm_seconds"] < profile["total_seconds"]
