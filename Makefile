@@ -14,7 +14,7 @@ RUN ?=
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-dev train translate evaluate tensorboard test bench clean-venv
+.PHONY: install install-dev train translate evaluate tensorboard test bench bench-data clean-venv
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -50,6 +50,9 @@ test: install-dev
 
 bench: install-dev
 	$(PY) scripts/bench.py --device $(or $(DEVICE),cpu) $(ARGS)
+
+bench-data: install-dev
+	$(PY) scripts/bench_data.py $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
