@@ -41,17 +41,17 @@ from pathlib import Path
 
 import torch
 
-from transformer_mt.batching import (Batch, collate, encode_pairs, epoch_batches, pad_batch, padding_share,
-                                     token_batches)
+from transformer_mt.batching import Batch, collate, epoch_batches, pad_batch, padding_share, token_batches
 from transformer_mt.cli import main_guard, output_path, writing
-from transformer_mt.config import DataConfig, ModelConfig, TokenizerConfig
-from transformer_mt.data import prepare
+from transformer_mt.config import Config, DataConfig, ModelConfig, RunConfig, TokenizerConfig
+from transformer_mt.data import read_split
+from transformer_mt.pipeline import prepare
 from transformer_mt.errors import UserError
 from transformer_mt.model import Transformer
 from transformer_mt.runtime import (DTYPES, attention_kernels, autocast, cpu_supports_bf16, retain_freed_memory,
                                    slow_precision_warning)
 from transformer_mt.search import SearchConfig, beam_search, greedy
-from transformer_mt.tokenizer import BOS, EOS, PAD, TokenizerPair
+from transformer_mt.tokenizer import BOS, EOS, PAD
 from transformer_mt.trainer import adam, smoothed_loss
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,13 +221,21 @@ def peer(cfg: ModelConfig, vocab: int, device: torch.device) -> System:
 
 
 class Setup:
+    """The benchmark's data, prepared as a training run prepares it (in a temporary run folder, kept while
+    the benchmark runs: the training pairs are memory-mapped from it)."""
+
     def __init__(self, smoke: bool, device: torch.device):
-        splits = prepare(DataConfig(source="sample", max_pairs=3000 if smoke else 40000, valid_size=300,
-                                    test_size=300))
-        self.tokenizers = TokenizerPair.train(splits.train, TokenizerConfig(vocab_size=1000 if smoke else 8000))
+        self._folder = tempfile.TemporaryDirectory()
+        config = Config(run=RunConfig(name="bench", root=self._folder.name),
+                        data=DataConfig(source="sample", max_pairs=3000 if smoke else 40000, valid_size=300,
+                                        test_size=300),
+                        tokenizer=TokenizerConfig(vocab_size=1000 if smoke else 8000),
+                        model=ModelConfig(max_positions=256))
+        prepared = prepare(config, log=lambda *_: None)
+        self.tokenizers, self.train_ids = prepared.tokenizers, prepared.train_ids
         self.vocab = self.tokenizers.src.vocab_size
-        self.train_ids = encode_pairs(splits.train, self.tokenizers, 256)
-        self.sources = [s for s, _ in splits.test][: 64 if smoke else 256]
+        test = read_split(*prepared.run.split_files("test", config.data.src_lang, config.data.tgt_lang))
+        self.sources = [s for s, _ in test][: 64 if smoke else 256]
         self.model_cfg = (ModelConfig(d_model=64, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=256, dropout=0.0)
                           if smoke else ModelConfig(d_model=256, n_heads=4, encoder_layers=3, decoder_layers=3,
                                                     d_ff=1024, dropout=0.0))
@@ -235,8 +243,8 @@ class Setup:
 
     def token_batches(self, batch_tokens: int, count: int) -> list[Batch]:
         """Ours: length-bucketed, capped by tokens."""
-        return [collate(self.train_ids, b).to(self.device)
-                for b in epoch_batches(self.train_ids, batch_tokens, seed=1, epoch=0)[:count]]
+        plan = epoch_batches(self.train_ids, batch_tokens, seed=1, epoch=0)
+        return [collate(self.train_ids, plan[i]).to(self.device) for i in range(min(count, len(plan)))]
 
     def hf_batches(self, sentences: int, count: int) -> list[Batch]:
         """What a Hugging Face user gets by default: random order, fixed sentences, padded to the longest."""
@@ -305,7 +313,7 @@ def decoding_job(system: System, batches: list[torch.Tensor], beam: int, precisi
 
 def padding_shares(setup: Setup, batch_tokens: int) -> dict:
     ids = setup.train_ids
-    bucketed = token_batches(ids.src_lengths, ids.tgt_lengths, batch_tokens, torch.Generator().manual_seed(0))
+    bucketed = list(token_batches(ids, batch_tokens, torch.Generator().manual_seed(0)))
     sentences = max(1, round(sum(len(b) for b in bucketed) / len(bucketed)))
     shuffled = list(torch.randperm(len(ids), generator=torch.Generator().manual_seed(0)).split(sentences))
     share = lambda batches: statistics.mean(padding_share(collate(ids, b)) for b in batches[:200])  # noqa: E731

@@ -7,7 +7,11 @@ import pytest
 from tests.conftest import write_jsonl
 from transformer_mt import data
 from transformer_mt.config import DataConfig
-from transformer_mt.data import DataError, clean, load_pairs, normalise, split
+from transformer_mt.data import BadLines, DataError, clean_pair, iter_pairs, normalise
+
+
+def load_pairs(cfg, bad=None):
+    return list(iter_pairs(cfg, bad))
 
 
 def opus_books_folder(root, pairs):
@@ -51,13 +55,37 @@ def test_bad_local_files_are_clear_errors(tmp_path):
     with pytest.raises(DataError, match="not found"):
         load_pairs(DataConfig(source="files", files=[str(tmp_path / "none.jsonl")]))
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"translation": {"en": "a"}}\n')
-    with pytest.raises(DataError, match="bad.jsonl:1"):
+    bad.write_text('{"translation": {"en": "a", "fr": "b"}}\n{"translation": {"en": "a"}}\n')
+    with pytest.raises(DataError, match="bad.jsonl:2: expected"):
         load_pairs(DataConfig(source="files", files=[str(bad)]))
     (tmp_path / "a.en").write_text("x\ny\n")
     (tmp_path / "a.fr").write_text("x\n")
-    with pytest.raises(DataError, match="not aligned"):
+    with pytest.raises(DataError, match=r"a.fr has 1 lines but .*a.en has 2: not aligned \(line 2 of .*a.en"):
         load_pairs(DataConfig(source="files", files=[str(tmp_path / "a.en"), str(tmp_path / "a.fr")]))
+
+
+def test_bad_lines_name_file_and_line_or_are_skipped_and_counted(tmp_path):
+    tsv = tmp_path / "c.tsv"
+    tsv.write_bytes(b"a\tb\none field\nc\td\te\ncaf\xe9\tx\nf\tg\n")
+    with pytest.raises(DataError, match=r"c.tsv:2: expected source<TAB>target, got 1 field\(s\) "
+                                        r"\(data.skip_bad_lines=true skips such lines\)"):
+        load_pairs(DataConfig(source="files", files=[str(tsv)]))
+    bad = BadLines(skip=True)
+    assert load_pairs(DataConfig(source="files", files=[str(tsv)], skip_bad_lines=True), bad) == [("a", "b"), ("f", "g")]
+    assert bad.count == 3 and "c.tsv:3: expected source<TAB>target, got 3 field(s)" in bad.summary()
+    assert "c.tsv:4: not UTF-8 text" in bad.summary()
+
+
+def test_skipping_a_bad_line_of_parallel_files_keeps_them_aligned(tmp_path):
+    (tmp_path / "p.en").write_bytes(b"one\ntw\xffo\nthree\n")
+    (tmp_path / "p.fr").write_bytes(b"un\ndeux\ntrois\n")
+    files = [str(tmp_path / "p.en"), str(tmp_path / "p.fr")]
+    with pytest.raises(DataError, match=r"p.en:2: not UTF-8 text \(it holds the byte 0xff\)"):
+        load_pairs(DataConfig(source="files", files=files))
+    assert load_pairs(DataConfig(source="files", files=files, skip_bad_lines=True)) == [("one", "un"), ("three", "trois")]
+    (tmp_path / "p.fr").write_bytes(b"un\ndeux\n")  # one line short: every pair after it would shift
+    with pytest.raises(DataError, match="not aligned"):
+        load_pairs(DataConfig(source="files", files=files, skip_bad_lines=True))
 
 
 def test_lines_end_at_newline_only_so_parallel_files_stay_aligned(tmp_path):
@@ -76,7 +104,7 @@ def test_lines_end_at_newline_only_so_parallel_files_stay_aligned(tmp_path):
 def test_unreadable_bytes_are_one_line_errors(tmp_path):
     latin1 = tmp_path / "latin1.tsv"
     latin1.write_bytes("caf\u00e9\tcaf\u00e9\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin1.tsv: not UTF-8 text \(it holds the byte 0xe9\)"):
+    with pytest.raises(DataError, match=r"latin1.tsv:1: not UTF-8 text \(it holds the byte 0xe9\)"):
         load_pairs(DataConfig(source="files", files=[str(latin1)]))
     fake_gzip = tmp_path / "c.jsonl.gz"
     fake_gzip.write_text('{"translation": {"en": "a", "fr": "b"}}\n')
@@ -95,24 +123,6 @@ def test_cleaning_normalises_and_filters():
     cfg = DataConfig(max_words=5, max_length_ratio=3.0)
     pairs = [("Go.", "Va\u202f!"), ("", "vide"), ("a b c d e f g", "x y z"), ("Yes.", "Oui, c'est absolument certain."),
              ("Hi\u200b.", "Salut\u00a0!")]
-    assert clean(pairs, cfg) == [("Go.", "Va !"), ("Hi.", "Salut !")]
+    assert [p for p in (clean_pair(s, t, cfg) for s, t in pairs) if p] == [("Go.", "Va !"), ("Hi.", "Salut !")]
     assert normalise("  a\u2009 b  ") == "a b"
-
-
-def test_split_is_seeded_grouped_by_source_and_disjoint(sample_pairs):
-    pairs = clean(sample_pairs, DataConfig()) + [("Same source.", f"Traduction {i}.") for i in range(5)]
-    cfg = DataConfig(valid_size=100, test_size=100, seed=7)
-    first, again = split(pairs, cfg), split(pairs, cfg)
-    assert first == again
-    assert split(pairs, DataConfig(valid_size=100, test_size=100, seed=8)).valid != first.valid
-    sources = [{s for s, _ in part} for part in (first.train, first.valid, first.test)]
-    assert not (sources[0] & sources[1] or sources[0] & sources[2] or sources[1] & sources[2])
-    assert len(sources[1]) == 100 and len(sources[2]) == 100
-    assert sorted(first.train + first.valid + first.test) == sorted(pairs)
-    holder = next(part for part in (first.train, first.valid, first.test) if ("Same source.", "Traduction 0.") in part)
-    assert sum(s == "Same source." for s, _ in holder) == 5  # all translations of a source stay together
-
-
-def test_split_rejects_a_corpus_too_small():
-    with pytest.raises(DataError, match="too few"):
-        split([("a", "b"), ("c", "d")], DataConfig(valid_size=1, test_size=1))
+    assert normalise("a\u2028b\x85c\r\nd\te") == "a b c d e"  # no line break survives: one pair, one line

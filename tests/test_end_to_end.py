@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from tests.conftest import write_jsonl
-from transformer_mt.tokenizer import EOS
+from transformer_mt.store import open_store, read_manifest
+from transformer_mt.tokenizer import EOS, Tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
@@ -52,14 +53,15 @@ def trained(tmp_path_factory, sample_pairs):
     result = cli("scripts/train.py", str(path))
     assert result.returncode == 0, result.stderr[-3000:]
     run = root / "runs" / "memorise"
-    train_pairs = list(zip((run / "data" / "train.en").read_text().splitlines(),
-                           (run / "data" / "train.fr").read_text().splitlines()))
+    store = open_store(run / "data" / "train", read_manifest(run / "data" / "train"))
+    tokenizer = Tokenizer.load(run / "tokenizer-src.json")  # joint vocabulary
+    train_pairs = [(tokenizer.decode(store.src(i)), tokenizer.decode(store.tgt(i))) for i in range(len(store))]
     return root, run, path, train_pairs
 
 
 def test_run_folder_holds_everything(trained):
     _, run, _, _ = trained
-    for name in ("config.yaml", "tokenizer-src.json", "tokenizer-tgt.json", "data/train.en", "data/test.fr",
+    for name in ("config.yaml", "tokenizer-src.json", "tokenizer-tgt.json", "data/train/manifest.json", "data/test.fr",
                  "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (run / name).is_file(), name
     assert any(run.glob("events.out.tfevents.*"))

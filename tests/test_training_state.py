@@ -1,5 +1,6 @@
 """Never lose work: exact resume, accumulation, interruption, corrupt checkpoints, non-finite losses, DDP."""
 import contextlib
+import datetime
 import math
 import os
 import signal
@@ -14,6 +15,7 @@ import torch
 import torch.multiprocessing as mp
 
 from tests.trainer_helpers import small_config, small_corpus
+from transformer_mt import pipeline as pipeline_module
 from transformer_mt import trainer as trainer_module
 from transformer_mt.batching import collate
 from transformer_mt.errors import StoppedByRank0, UserError
@@ -171,11 +173,12 @@ def test_ctrl_c_saves_and_exits_cleanly_then_resumes(tmp_path, corpus):
 
 
 @contextlib.contextmanager
-def _gloo_rank(rank: int, world_size: int, port: int):
+def _gloo_rank(rank: int, world_size: int, port: int, timeout: float | None = None):
     """This spawned process as one CPU rank of a gloo process group, as torchrun would set it up."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
     torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    options = {"timeout": datetime.timedelta(seconds=timeout)} if timeout else {}
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size, **options)
     try:
         yield
     finally:
@@ -188,6 +191,41 @@ def _ddp_worker(rank: int, world_size: int, config, port: int, out: str) -> None
         trainer = Trainer(config, prepared, Distributed(rank, world_size))
         trainer.fit()
         torch.save(trainer.model.state_dict(), f"{out}/rank{rank}.pt")
+
+
+def _slow_preparation_worker(rank: int, world_size: int, config, port: int, out: str) -> None:
+    """Rank 0 prepares for longer than the process group's collective timeout (2 s)."""
+    from transformer_mt import preparation
+
+    real = preparation.prepare_corpus
+
+    def slow(*args, **kwargs):
+        time.sleep(5)
+        return real(*args, **kwargs)
+
+    preparation.prepare_corpus = slow
+    pipeline_module.prepare_corpus = slow
+    with _gloo_rank(rank, world_size, port, timeout=2):
+        prepared = prepare_on_every_rank(config, rank, world_size, poll_seconds=0.1)
+        Trainer(config, prepared, Distributed(rank, world_size)).fit()
+        Path(out, f"rank{rank}.txt").write_text(str(Path(prepared.train_ids.src_ids.filename).resolve()))
+
+
+def test_ddp_ranks_wait_for_a_long_preparation_outside_any_collective_and_share_its_files(tmp_path, corpus):
+    config = small_config(tmp_path, corpus, "slow", dropout=0.0, max_steps=2)
+    mp.start_processes(_slow_preparation_worker, args=(2, config, 31500 + os.getpid() % 1000, str(tmp_path)),
+                       nprocs=2, start_method="spawn")
+    mapped = {(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)}
+    assert mapped == {str((Path(config.run.root) / "slow" / "data" / "train" / "src.ids").resolve())}
+
+
+def test_resuming_against_another_prepared_corpus_is_refused(tmp_path, corpus):
+    config = small_config(tmp_path, corpus, "corpus_key", max_steps=5)
+    train(config)
+    manifest = Path(config.run.root) / "corpus_key" / "data" / "train" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"key": "', '"key": "another-'))
+    with pytest.raises(UserError, match="its checkpoints were trained on another prepared corpus"):
+        train(replace(config, train=replace(config.train, max_steps=7, resume=True)))
 
 
 def test_ddp_two_cpu_ranks_match_single_process_on_the_same_global_batch(tmp_path, corpus):

@@ -43,10 +43,11 @@ class DataConfig:
     tgt_lang: str = "fr"
     max_words: int = 128  # drop pairs with a side longer than this (whitespace words)
     max_length_ratio: float = 3.0  # drop pairs whose character lengths differ more than this
-    max_pairs: int | None = None  # cap on the training pairs (a random subset: sources are shuffled)
+    max_pairs: int | None = None  # cap on the training pairs (a random subset, whole source groups)
     valid_size: int = 1000  # distinct source sentences per held-out split
     test_size: int = 1000
-    seed: int = 1234
+    seed: int = 1234  # the split and the subset: a seeded hash of each source sentence
+    skip_bad_lines: bool = False  # skip (and count) unreadable corpus lines instead of stopping at the first
 
     def __post_init__(self) -> None:
         _choice("data.source", self.source, ("hub", "files", "sample"))
@@ -61,10 +62,12 @@ class TokenizerConfig:
     vocab_size: int = 8000
     joint: bool = True  # one vocabulary for both languages (enables tying all embeddings)
     min_frequency: int = 2
+    train_sentences: int = 2_000_000  # BPE learns from a seeded sample of at most this many training sentences
 
     def __post_init__(self) -> None:
         _at_least("tokenizer", self, MIN_VOCAB, "vocab_size")
         _at_least("tokenizer", self, 0, "min_frequency")
+        _at_least("tokenizer", self, 1, "train_sentences")
 
 
 @dataclass

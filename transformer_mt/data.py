@@ -1,14 +1,16 @@
-"""Parallel corpus: load (hub dataset or local files) → normalise → filter → split by source sentence."""
+"""Parallel corpus: stream (source, target) pairs from a hub dataset or local files, normalise, filter.
+
+Everything here streams: no function holds the corpus, so a corpus of any size reads in bounded memory.
+"""
 from __future__ import annotations
 
 import gzip
 import json
-import random
 import re
 import socket
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -17,7 +19,6 @@ from .errors import UserError
 
 SAMPLE_CORPUS = "tatoeba-en-fr-sample.jsonl.gz"
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
-_SPACES = re.compile(r"\s+")
 
 Pair = tuple[str, str]
 
@@ -26,36 +27,72 @@ class DataError(UserError):
     pass
 
 
-@dataclass
-class Splits:
-    train: list[Pair]
-    valid: list[Pair]
-    test: list[Pair]
-
-
 def normalise(text: str) -> str:
     """NFKC (folds U+00A0/U+202F/U+2009 to a space), drop zero-width marks, collapse whitespace.
 
     The tokenizer applies the same normalisation, so detokenised output equals normalise(input).
+    (str.split() and the regex \\s split at the same characters: str.isspace.)
     """
     text = unicodedata.normalize("NFKC", text)
-    text = _ZERO_WIDTH.sub("", text)
-    return _SPACES.sub(" ", text).strip()
+    return " ".join(_ZERO_WIDTH.sub("", text).split())
 
 
 def sample_corpus_path() -> Path:
     return Path(__file__).parent / "corpus" / SAMPLE_CORPUS
 
 
-def load_pairs(cfg: DataConfig) -> list[Pair]:
-    """The raw (source, target) pairs named by the config, in corpus order."""
+@dataclass
+class BadLines:
+    """Lines that cannot be read as a pair: an error naming file and line, or (`skip`) skipped and counted."""
+    skip: bool = False
+    count: int = 0
+    first: list[str] = field(default_factory=list)  # the first few, for the report
+
+    def found(self, where: str, reason: str) -> None:
+        if not self.skip:
+            raise DataError(f"{where}: {reason} (data.skip_bad_lines=true skips such lines)")
+        self.count += 1
+        if len(self.first) < 3:
+            self.first.append(f"{where}: {reason}")
+
+    def summary(self) -> str | None:
+        if not self.count:
+            return None
+        return f"skipped {self.count} bad line(s) (data.skip_bad_lines), e.g. {'; '.join(self.first)}"
+
+
+def corpus_files(cfg: DataConfig) -> list[Path]:
+    """The local files a `sample` or `files` corpus is read from."""
+    paths = [sample_corpus_path()] if cfg.source == "sample" else [Path(f) for f in cfg.files]
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"corpus file not found: {path}")
+    return paths
+
+
+def iter_pairs(cfg: DataConfig, bad: BadLines | None = None) -> Iterator[Pair]:
+    """The raw (source, target) pairs named by the config, in corpus order, one at a time."""
+    bad = bad or BadLines(cfg.skip_bad_lines)
     if cfg.source == "hub":
-        return _load_hub(cfg)
-    files = [str(sample_corpus_path())] if cfg.source == "sample" else cfg.files
-    return _load_files(files, cfg.src_lang, cfg.tgt_lang)
+        yield from _hub_pairs(cfg)
+        return
+    paths = corpus_files(cfg)
+    if len(paths) == 2 and paths[0].suffix == f".{cfg.src_lang}" and paths[1].suffix == f".{cfg.tgt_lang}":
+        yield from _parallel_pairs(paths[0], paths[1], bad)
+        return
+    for path in paths:
+        name = path.name.removesuffix(".gz")
+        if name.endswith((".jsonl", ".json")):
+            yield from _jsonl_pairs(path, cfg.src_lang, cfg.tgt_lang, bad)
+        elif name.endswith(".tsv"):
+            yield from _tsv_pairs(path, bad)
+        else:
+            raise DataError(f"{path}: unknown corpus format (use .jsonl[.gz], .tsv[.gz], or two aligned files "
+                            f"*.{cfg.src_lang} *.{cfg.tgt_lang})")
 
 
-def _load_hub(cfg: DataConfig) -> list[Pair]:
+def hub_rows(cfg: DataConfig):
+    """The hub dataset (or a local dataset folder) as a memory-mapped Arrow `datasets.Dataset`."""
     import datasets
 
     is_local = Path(cfg.dataset).exists()
@@ -73,7 +110,19 @@ def _load_hub(cfg: DataConfig) -> list[Pair]:
         raise DataError(f"cannot load dataset {cfg.dataset} ({cfg.dataset_config}): {err}") from None
     except ValueError as err:
         raise DataError(f"cannot load dataset {cfg.dataset} ({cfg.dataset_config}): {err}") from None
-    return _pairs_from_rows(rows, cfg.src_lang, cfg.tgt_lang, cfg.dataset)
+    if "translation" not in rows.column_names:
+        raise DataError(f"{cfg.dataset}: expected a 'translation' column (opus_books schema), got {rows.column_names}")
+    return rows
+
+
+def _hub_pairs(cfg: DataConfig, chunk: int = 10000) -> Iterator[Pair]:
+    rows = hub_rows(cfg)
+    src, tgt = cfg.src_lang, cfg.tgt_lang
+    for batch in rows.select_columns(["translation"]).iter(batch_size=chunk):
+        for item in batch["translation"]:
+            if not item or src not in item or tgt not in item:
+                raise DataError(f"{cfg.dataset}: a row has no {src!r}/{tgt!r} translation: {item}")
+            yield item[src] or "", item[tgt] or ""
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -96,127 +145,90 @@ def _set_hub_offline(datasets_module) -> None:
     datasets_module.config.HF_HUB_OFFLINE = True
 
 
-def _pairs_from_rows(rows, src: str, tgt: str, name: str) -> list[Pair]:
-    if "translation" not in rows.column_names:
-        raise DataError(f"{name}: expected a 'translation' column (opus_books schema), got {rows.column_names}")
-    pairs = []
-    for item in rows["translation"]:
-        if src not in item or tgt not in item:
-            raise DataError(f"{name}: a row has no {src!r}/{tgt!r} translation: {item}")
-        pairs.append((item[src] or "", item[tgt] or ""))
-    return pairs
+def _numbered_lines(path: Path, bad: BadLines | None) -> Iterator[tuple[int, str | None]]:
+    """(line number, text) of a UTF-8 file (gzip-compressed if it ends in .gz), without line ends.
 
-
-def _load_files(files: list[str], src: str, tgt: str) -> list[Pair]:
-    paths = [Path(f) for f in files]
-    for path in paths:
-        if not path.is_file():
-            raise DataError(f"corpus file not found: {path}")
-    if len(paths) == 2 and paths[0].suffix == f".{src}" and paths[1].suffix == f".{tgt}":
-        return _load_parallel(paths[0], paths[1])
-    pairs: list[Pair] = []
-    for path in paths:
-        name = path.name.removesuffix(".gz")
-        if name.endswith((".jsonl", ".json")):
-            pairs += _load_jsonl(path, src, tgt)
-        elif name.endswith(".tsv"):
-            pairs += _load_tsv(path)
-        else:
-            raise DataError(
-                f"{path}: unknown corpus format (use .jsonl[.gz], .tsv, or two aligned files *.{src} *.{tgt})"
-            )
-    return pairs
-
-
-def read_lines(path: Path) -> Iterator[str]:
-    """A UTF-8 text file's lines (gzip-compressed if it ends in .gz), without their line ends.
-
-    Lines end at "\n" only (a "\r" before it is dropped), as `wc -l` and sacreBLEU count them: Python's
-    universal newlines and str.splitlines() also split at a lone "\r", U+0085 or U+2028 inside a
-    sentence, which misaligns parallel files. Bytes that are not UTF-8 are a one-line error."""
+    Lines end at "\\n" only (a "\\r" before it is dropped), as `wc -l` and sacreBLEU count them: Python's
+    universal newlines and str.splitlines() also split at a lone "\\r", U+0085 or U+2028 inside a
+    sentence, which misaligns parallel files. A line that is not UTF-8 is an error naming it, or, with
+    `bad` skipping, counted and yielded as None (so that parallel files stay in step)."""
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8", newline="\n") as handle:
-            for line in handle:
-                yield line.removesuffix("\n").removesuffix("\r")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text (it holds the byte 0x{err.object[err.start]:02x})") from None
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
+            for number, raw in enumerate(handle, 1):
+                try:
+                    yield number, raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+                except UnicodeDecodeError as err:
+                    reason = f"not UTF-8 text (it holds the byte 0x{err.object[err.start]:02x})"
+                    if bad is None:
+                        raise DataError(f"{path}:{number}: {reason}") from None
+                    bad.found(f"{path}:{number}", reason)
+                    yield number, None
     except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot be read: {err}") from None
 
 
-def _load_jsonl(path: Path, src: str, tgt: str) -> list[Pair]:
-    pairs = []
-    for number, line in enumerate(read_lines(path), 1):
-        if not line.strip():
+def read_lines(path: Path) -> Iterator[str]:
+    """A UTF-8 text file's lines, split as _numbered_lines does; bytes that are not UTF-8 are an error."""
+    for _, line in _numbered_lines(path, None):
+        yield line
+
+
+def _jsonl_pairs(path: Path, src: str, tgt: str, bad: BadLines) -> Iterator[Pair]:
+    for number, line in _numbered_lines(path, bad):
+        if line is None or not line.strip():
             continue
         try:
             item = json.loads(line)["translation"]
-            pairs.append((item[src] or "", item[tgt] or ""))
+            pair = (item[src] or "", item[tgt] or "")
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise DataError(
-                f"{path}:{number}: expected {{\"translation\": {{\"{src}\": ..., \"{tgt}\": ...}}}}"
-            ) from None
-    return pairs
+            bad.found(f"{path}:{number}", f"expected {{\"translation\": {{\"{src}\": ..., \"{tgt}\": ...}}}}")
+            continue
+        if isinstance(pair[0], str) and isinstance(pair[1], str):
+            yield pair
+        else:
+            bad.found(f"{path}:{number}", f"the {src!r} and {tgt!r} translations must be strings")
 
 
-def _load_tsv(path: Path) -> list[Pair]:
-    pairs = []
-    for number, line in enumerate(read_lines(path), 1):
+def _tsv_pairs(path: Path, bad: BadLines) -> Iterator[Pair]:
+    for number, line in _numbered_lines(path, bad):
+        if line is None:
+            continue
         fields = line.split("\t")
-        if len(fields) < 2:
-            raise DataError(f"{path}:{number}: expected source<TAB>target")
-        pairs.append((fields[0], fields[1]))
-    return pairs
-
-
-def _load_parallel(src_path: Path, tgt_path: Path) -> list[Pair]:
-    sources, targets = list(read_lines(src_path)), list(read_lines(tgt_path))
-    if len(sources) != len(targets):
-        raise DataError(f"{src_path} has {len(sources)} lines but {tgt_path} has {len(targets)}: not aligned")
-    return list(zip(sources, targets))
-
-
-def clean(pairs: list[Pair], cfg: DataConfig) -> list[Pair]:
-    """Normalise both sides and drop empty, over-long and badly length-mismatched pairs."""
-    kept = []
-    for src, tgt in pairs:
-        src, tgt = normalise(src), normalise(tgt)
-        if not src or not tgt:
+        if len(fields) != 2:
+            bad.found(f"{path}:{number}", f"expected source<TAB>target, got {len(fields)} field(s)")
             continue
-        if max(src.count(" "), tgt.count(" ")) + 1 > cfg.max_words:
-            continue
-        if max(len(src), len(tgt)) > cfg.max_length_ratio * min(len(src), len(tgt)):
-            continue
-        kept.append((src, tgt))
-    return kept
+        yield fields[0], fields[1]
 
 
-def split(pairs: list[Pair], cfg: DataConfig) -> Splits:
-    """Seeded train/valid/test split grouped by source sentence, so no source appears in two splits."""
-    groups: dict[str, list[Pair]] = {}
-    for pair in pairs:
-        groups.setdefault(pair[0], []).append(pair)
-    sources = sorted(groups)
-    rng = random.Random(cfg.seed)
-    rng.shuffle(sources)
-    if cfg.valid_size + cfg.test_size >= len(sources):
-        raise DataError(
-            f"corpus has {len(sources)} distinct source sentences: too few for "
-            f"data.valid_size={cfg.valid_size} + data.test_size={cfg.test_size} plus training data"
-        )
-    valid = sources[: cfg.valid_size]
-    test = sources[cfg.valid_size : cfg.valid_size + cfg.test_size]
-    train = sources[cfg.valid_size + cfg.test_size :]
-    flatten = lambda keys: [pair for key in keys for pair in groups[key]]  # noqa: E731
-    return Splits(train=flatten(train)[: cfg.max_pairs], valid=flatten(valid), test=flatten(test))
+def _parallel_pairs(src_path: Path, tgt_path: Path, bad: BadLines) -> Iterator[Pair]:
+    """Line n of one file with line n of the other. Files of different lengths are always an error:
+    a missing line shifts every pair after it, which no skipping can mend."""
+    sources, targets = _numbered_lines(src_path, bad), _numbered_lines(tgt_path, bad)
+    count = 0
+    while True:
+        src, tgt = next(sources, None), next(targets, None)
+        if src is None or tgt is None:
+            break
+        count += 1
+        if src[1] is not None and tgt[1] is not None:
+            yield src[1], tgt[1]
+    if src is not None or tgt is not None:
+        (longer, rest), shorter = ((src_path, sources), tgt_path) if src is not None else ((tgt_path, targets), src_path)
+        total = count + 1 + sum(1 for _ in rest)
+        raise DataError(f"{shorter} has {count} lines but {longer} has {total}: not aligned "
+                        f"(line {count + 1} of {longer} has no partner)")
 
 
-def prepare(cfg: DataConfig) -> Splits:
-    pairs = clean(load_pairs(cfg), cfg)
-    if not pairs:
-        raise DataError("the corpus is empty after cleaning")
-    return split(pairs, cfg)
+def clean_pair(src: str, tgt: str, cfg: DataConfig) -> Pair | None:
+    """Both sides normalised, or None for an empty, over-long or badly length-mismatched pair."""
+    src, tgt = normalise(src), normalise(tgt)
+    if not src or not tgt:
+        return None
+    if max(src.count(" "), tgt.count(" ")) + 1 > cfg.max_words:
+        return None
+    if max(len(src), len(tgt)) > cfg.max_length_ratio * min(len(src), len(tgt)):
+        return None
+    return src, tgt
 
 
 def write_split(pairs: list[Pair], src_path: Path, tgt_path: Path) -> None:
@@ -225,4 +237,5 @@ def write_split(pairs: list[Pair], src_path: Path, tgt_path: Path) -> None:
 
 
 def read_split(src_path: Path, tgt_path: Path) -> list[Pair]:
-    return _load_parallel(src_path, tgt_path)
+    """A held-out split written by write_split (small: it is read whole)."""
+    return list(_parallel_pairs(src_path, tgt_path, BadLines()))

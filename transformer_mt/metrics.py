@@ -1,10 +1,12 @@
-"""Corpus BLEU and chrF on detokenised text, through torchmetrics' sacreBLEU implementation."""
+"""Corpus BLEU and chrF on detokenised text, through torchmetrics' sacreBLEU implementation.
+
+torchmetrics is imported when a score is first computed, not with this module: it loads every metric
+family it has (audio, image, ...), which takes seconds and tens of MB that a training process that
+never validates (a DDP rank other than 0) should not pay.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torchmetrics
-from torchmetrics.text import CHRFScore, SacreBLEUScore
 
 CHAR_ORDER = 6
 
@@ -22,6 +24,9 @@ def corpus_scores(hypotheses: list[str], references: list[list[str]]) -> Scores:
     BLEU: 13a tokenisation, mixed case, no smoothing (sacrebleu smooth_method="none"); chrF:
     character 6-grams, β=2, no word n-grams. Both equal the sacrebleu package's (tests/test_metrics.py).
     """
+    import torchmetrics
+    from torchmetrics.text import SacreBLEUScore
+
     per_sentence = [list(refs) for refs in zip(*references)]
     bleu = SacreBLEUScore(tokenize="13a", smooth=False)(hypotheses, per_sentence)
     signature = (f"nrefs:{len(references)}|case:mixed|eff:no|tok:13a|smooth:none|chrF:c6w0b2"
@@ -31,6 +36,8 @@ def corpus_scores(hypotheses: list[str], references: list[list[str]]) -> Scores:
 
 def _chrf(hypotheses: list[str], per_sentence: list[list[str]], beta: float = 2.0) -> float:
     """torchmetrics counts the character n-grams; the score is combined as sacreBLEU 2.x does."""
+    from torchmetrics.text import CHRFScore
+
     metric = CHRFScore(n_char_order=CHAR_ORDER, n_word_order=0, beta=beta)
     metric.update(hypotheses, per_sentence)
     # torchmetrics (1.x) leaves out the reference n-grams of a sentence whose output matches no

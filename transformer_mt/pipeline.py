@@ -1,102 +1,128 @@
-"""Set up a run folder: split the corpus, train the tokenizers, encode the training data.
+"""Set up a run folder: its config, held-out splits, tokenizers and encoded training corpus.
 
-Nothing is written until the corpus has loaded, so a failed download never leaves a folder that
-looks like a run; a folder holding checkpoints is never overwritten (resume or rename instead).
+A folder holding checkpoints is never overwritten (resume or rename instead); one whose corpus was
+prepared from the same inputs is reused as it is; anything else is prepared anew, and a preparation
+that fails or is interrupted leaves no run folder behind.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch.distributed
 
 from . import data
-from .batching import EncodedCorpus, encode_cached
 from .config import Config, from_dict, save_config
-from .data import Splits
+from .data import Pair
 from .errors import StoppedByRank0, UserError
+from .preparation import inputs_fingerprint, prepare_corpus
 from .run import RunPaths
+from .store import EncodedCorpus, open_store, read_manifest
 from .tokenizer import TokenizerPair
 
 
 @dataclass
 class Prepared:
     run: RunPaths
-    splits: Splits
     tokenizers: TokenizerPair
-    train_ids: EncodedCorpus
+    train_ids: EncodedCorpus  # memory-mapped from the run folder
+    valid: list[Pair]
+    corpus_key: str  # the store's manifest key, recorded in checkpoints
     resumed: bool
 
 
 def prepare(config: Config, is_main: bool = True, log=print) -> Prepared:
-    """Rank 0 (`is_main`) sets the folder up; other ranks read what it wrote."""
+    """Rank 0 (`is_main`) sets the folder up; other ranks open what it wrote."""
     run = RunPaths(Path(config.run.root) / config.run.name)
-    resumed = run.has_checkpoints()
     if not is_main:
-        splits, tokenizers = _load_prepared(run, config)
-    elif resumed:
+        return _open(run, config)
+    if run.has_checkpoints():
         if not config.train.resume:
             raise UserError(
                 f"{run.root} already holds checkpoints: continue it with train.resume=true "
                 f"(ARGS=\"train.resume=true\") or pick another run.name (ARGS=\"run.name=NEW\")"
             )
         _check_same_model(run, config)
-        splits, tokenizers = _load_prepared(run, config)
+        if read_manifest(run.store) is None:  # deleted, or cut short: encode again with the run's tokenizers
+            log(f"the prepared corpus in {run.store} is missing or incomplete: preparing it again")
+            tokenizers = TokenizerPair.load(run.src_tokenizer, run.tgt_tokenizer, config.tokenizer.joint)
+            _cleaning_up_on_failure(run.store, lambda: prepare_corpus(config, run, tokenizers, log))
         log(f"resuming {run.root}")
     else:
         if config.train.resume:
             log(f"nothing to resume in {run.root}: starting a new run")
-        splits, tokenizers = _prepare_new(run, config, log)
-    train_ids = encode_cached(splits.train, tokenizers, config.model.max_positions, run.encoded_train)
-    return Prepared(run, splits, tokenizers, train_ids, resumed)
+        manifest = read_manifest(run.store)
+        if manifest is not None and manifest.inputs == inputs_fingerprint(config):
+            log(f"reusing the corpus prepared in {run.data} ({manifest.pairs} training pairs)")
+            save_config(config, run.config)
+        else:
+            _prepare_new(run, config, log)
+    return _open(run, config)
 
 
-def prepare_on_every_rank(config: Config, rank: int, world_size: int) -> Prepared:
-    """Rank 0 writes the run folder, then the other ranks read it. When rank 0 stops on bad input
-    (a trained run in the way, a missing corpus), the others learn it from rank 0 and raise
+def prepare_on_every_rank(config: Config, rank: int, world_size: int, poll_seconds: float = 0.5) -> Prepared:
+    """Rank 0 prepares the run folder while the other ranks wait, then they open what it wrote.
+
+    They wait by polling a key on the process group's store, not in a collective: preparing a large
+    corpus can take longer than any collective's timeout (NCCL's is 10 minutes). When rank 0 stops on
+    bad input (a trained run in the way, a missing corpus), the others learn it from the key and raise
     StoppedByRank0 instead of dying in a barrier: the error is printed once."""
-    error, prepared = None, None
+    if world_size == 1:
+        return prepare(config)
+    store = torch.distributed.distributed_c10d._get_default_store()
+    key = f"transformer_mt/prepared/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
     if rank == 0:
+        outcome = "failed"
         try:
             prepared = prepare(config)
-        except UserError as err:
-            error = err
-    if world_size > 1:
-        failed = [error is not None]
-        torch.distributed.broadcast_object_list(failed, src=0)
-        if rank != 0:
-            if failed[0]:
-                raise StoppedByRank0()
-            prepared = prepare(config, is_main=False, log=lambda *_: None)
-    if error is not None:
-        raise error
-    return prepared
+            outcome = "ready"
+        finally:
+            store.set(key, outcome)
+        return prepared
+    while not store.check([key]):
+        time.sleep(poll_seconds)
+    if store.get(key) != b"ready":
+        raise StoppedByRank0()
+    return prepare(config, is_main=False, log=lambda *_: None)
 
 
-def _prepare_new(run: RunPaths, config: Config, log) -> tuple[Splits, TokenizerPair]:
-    log(f"loading corpus ({_describe(config)})")
-    splits = data.prepare(config.data)
-    log(f"pairs: train {len(splits.train)}, valid {len(splits.valid)}, test {len(splits.test)}")
-    tokenizers = TokenizerPair.train(splits.train, config.tokenizer)
-    log(f"BPE vocabulary: {tokenizers.src.vocab_size}" + ("" if tokenizers.joint else f" / {tokenizers.tgt.vocab_size}"))
+def _prepare_new(run: RunPaths, config: Config, log) -> None:
+    if config.data.source != "hub":
+        data.corpus_files(config.data)  # a missing corpus file is an error before any folder is made
+    log(f"preparing the corpus ({_describe(config)})")
     if run.root.exists():  # a folder from a run that never reached its first checkpoint
         shutil.rmtree(run.root)
     try:
         run.data.mkdir(parents=True)
     except OSError as err:
         raise UserError(f"cannot create the run folder {run.root}: {err.strerror}") from None
-    save_config(config, run.config)
-    tokenizers.save(run.src_tokenizer, run.tgt_tokenizer)
-    for name in ("train", "valid", "test"):
-        data.write_split(getattr(splits, name), *run.split_files(name, config.data.src_lang, config.data.tgt_lang))
-    return splits, tokenizers
+
+    def build() -> None:
+        save_config(config, run.config)
+        prepare_corpus(config, run, None, log)
+
+    _cleaning_up_on_failure(run.root, build)
 
 
-def _load_prepared(run: RunPaths, config: Config) -> tuple[Splits, TokenizerPair]:
-    langs = (config.data.src_lang, config.data.tgt_lang)
-    splits = Splits(*(data.read_split(*run.split_files(name, *langs)) for name in ("train", "valid", "test")))
-    return splits, TokenizerPair.load(run.src_tokenizer, run.tgt_tokenizer, config.tokenizer.joint)
+def _cleaning_up_on_failure(folder: Path, work) -> None:
+    """Run `work`; if it fails or is interrupted, remove `folder`, so that nothing half-made remains."""
+    try:
+        work()
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _open(run: RunPaths, config: Config) -> Prepared:
+    manifest = read_manifest(run.store)
+    if manifest is None:
+        raise UserError(f"the prepared corpus in {run.store} is missing or incomplete")
+    tokenizers = TokenizerPair.load(run.src_tokenizer, run.tgt_tokenizer, config.tokenizer.joint)
+    valid = data.read_split(*run.split_files("valid", config.data.src_lang, config.data.tgt_lang))
+    return Prepared(run, tokenizers, open_store(run.store, manifest), valid, manifest.key, run.has_checkpoints())
 
 
 def _check_same_model(run: RunPaths, config: Config) -> None:

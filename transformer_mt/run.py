@@ -31,8 +31,9 @@ class RunPaths:
         return self.data / f"{split}.{src_lang}", self.data / f"{split}.{tgt_lang}"
 
     @property
-    def encoded_train(self) -> Path:
-        return self.data / "train.ids.pt"
+    def store(self) -> Path:
+        """The encoded training pairs (store.py)."""
+        return self.data / "train"
 
     @property
     def checkpoints(self) -> Path:

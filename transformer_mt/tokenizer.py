@@ -66,7 +66,10 @@ class Tokenizer:
         return self.hf.encode(text).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [enc.ids for enc in self.hf.encode_batch(texts)]
+        """Ids of many texts at once, in parallel (Rust threads); without the character offsets that
+        plain encode_batch also computes, where the tokenizers version has encode_batch_fast."""
+        encode = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
+        return [enc.ids for enc in encode(texts)]
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=True).strip()
@@ -96,8 +99,10 @@ class TokenizerPair:
         return self.src is self.tgt
 
     @classmethod
-    def train(cls, pairs: list[tuple[str, str]], cfg: TokenizerConfig) -> "TokenizerPair":
-        """Trained on the training split only, so held-out text never shapes the vocabulary."""
+    def train(cls, pairs: Iterable[tuple[str, str]], cfg: TokenizerConfig) -> "TokenizerPair":
+        """Trained on (a sample of) the training split only, so held-out text never shapes the vocabulary.
+        `pairs` is iterated once per tokenizer (twice for separate vocabularies): a list, or an object
+        that streams the same pairs on every iteration."""
         if cfg.joint:
             joint = Tokenizer.train((t for pair in pairs for t in pair), cfg.vocab_size, cfg.min_frequency)
             return cls(joint, joint)

@@ -17,7 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .batching import Batch, collate, encode_pairs, epoch_batches, padding_share, token_batches
+from .batching import Batch, collate, epoch_batches, padding_share, token_batches
 from .config import Config
 from .errors import StoppedByRank0, UserError
 from .metrics import corpus_scores
@@ -26,6 +26,7 @@ from .pipeline import Prepared
 from .runtime import (attention_kernels, autocast, pick_device, pick_precision, rng_state, set_rng_state,
                       slow_precision_warning)
 from .search import SearchConfig, greedy
+from .store import encode_pairs
 from .tokenizer import PAD
 
 
@@ -122,6 +123,7 @@ class Trainer:
             "rng": rng_state(),
             "state": asdict(self.state),
             "config": self.config.to_dict(),
+            "corpus": self.prepared.corpus_key,  # which prepared corpus the run trains on
             "vocab": {"src": self.tokenizers.src.vocab_size, "tgt": self.tokenizers.tgt.vocab_size,
                       "joint": self.tokenizers.joint},
         }
@@ -149,6 +151,11 @@ class Trainer:
 
     def _restore(self) -> None:
         state = self._load_newest_good()
+        if state.get("corpus") != self.prepared.corpus_key:
+            if not self.dist.is_main:  # every rank sees it; rank 0 says it once
+                raise StoppedByRank0()
+            raise UserError(f"cannot resume {self.run.root}: its checkpoints were trained on another prepared "
+                            f"corpus than the one in {self.run.store} (start a new run, or restore that corpus)")
         self.model.load_state_dict(state["model"])
         # Checkpoints from before fused Adam say fused=None. Set it before loading: PyTorch then also
         # puts each `step` counter where the fused kernel expects it (fp32, on the parameter's device).
@@ -206,11 +213,11 @@ class Trainer:
             if tc.max_epochs is not None and self.state.epoch >= tc.max_epochs:
                 self.stop_reason = f"reached train.max_epochs={tc.max_epochs}"
                 break
-            batches = epoch_batches(self.prepared.train_ids, tc.batch_tokens, tc.seed, self.state.epoch,
-                                    self.dist.rank, self.dist.world_size)
-            updates = [batches[i : i + tc.accumulate] for i in range(0, len(batches), tc.accumulate)]
-            for position in range(self.state.position, len(updates)):
-                micro = [collate(self.prepared.train_ids, idx) for idx in updates[position]]
+            plan = epoch_batches(self.prepared.train_ids, tc.batch_tokens, tc.seed, self.state.epoch,
+                                 self.dist.rank, self.dist.world_size)
+            for position in range(self.state.position, math.ceil(len(plan) / tc.accumulate)):
+                micro = [collate(self.prepared.train_ids, plan[i])
+                         for i in range(position * tc.accumulate, min(len(plan), (position + 1) * tc.accumulate))]
                 updated = self._update(micro, window)
                 self.state.position = position + 1
                 if updated:
@@ -403,9 +410,9 @@ class _ValidationSet:
     """A capped, length-sorted subset of the validation split, encoded once."""
 
     def __init__(self, prepared: Prepared, config: Config):
-        self.pairs = prepared.splits.valid[: config.train.valid_max_sentences]
+        self.pairs = prepared.valid[: config.train.valid_max_sentences]
         self.ids = encode_pairs(self.pairs, prepared.tokenizers, config.model.max_positions)
-        self.batches = token_batches(self.ids.src_lengths, self.ids.tgt_lengths, config.train.batch_tokens, None)
+        self.batches = token_batches(self.ids, config.train.batch_tokens, None)
         self.tokenizers = prepared.tokenizers
 
     @torch.no_grad()
