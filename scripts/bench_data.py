@@ -188,7 +188,9 @@ def bench_size(pairs: int, work: Path, code: Path, this_code: bool) -> dict:
     run_bytes = folder_bytes(root / name)
     _log(f"{pairs:,} pairs: resuming for one more step")
     again = measure([*train, "train.max_steps=2", "train.resume=true"], code)
+    stages = [line.split("\r")[-1] for line in first.output.splitlines()]
     result = {"pairs": pairs, "prepare_seconds": first.seconds, "pairs_per_second": pairs / first.seconds,
+              "prepare_stages": [line for line in stages if line.startswith(("read ", "BPE ", "encoded "))],
               "prepare_peak_rss": first.peak_rss, "run_folder_bytes": run_bytes, "rerun_seconds": again.seconds,
               "rerun_peak_rss": again.peak_rss}
     if this_code:
@@ -203,6 +205,79 @@ def bench_size(pairs: int, work: Path, code: Path, this_code: bool) -> dict:
         result["ddp_rank_anonymous_limit"] = int(0.5e9 + 8 * pairs)
     shutil.rmtree(root / name, ignore_errors=True)
     return result
+
+
+# The two ways of preparing compared by --compare-datasets, each timed in a fresh process: stage 1 reads,
+# cleans and hashes every pair; stage 2 encodes the cleaned pairs with a joint BPE (learnt beforehand,
+# untimed). "streaming" is what preparation.py does; "datasets" is Hugging Face datasets end to end:
+# load_dataset builds an Arrow cache, Dataset.map(batched=True, num_proc=2) does the per-pair work.
+COMPARE = """
+import json, sys, time
+from pathlib import Path
+import numpy as np
+from transformer_mt.config import DataConfig, TokenizerConfig
+from transformer_mt.data import clean_pair, iter_pairs
+from transformer_mt.preparation import CHUNK, _batched
+from transformer_mt.splitting import source_hashes
+from transformer_mt.store import encode_texts
+from transformer_mt.tokenizer import Tokenizer
+corpus, work, way, stage = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
+cfg = DataConfig(source="files", files=[corpus])
+tokenizer = Tokenizer.load(work / "bpe.json")
+started = time.perf_counter()
+if way == "streaming" and stage == "clean":
+    with open(work / "clean.tsv", "w", encoding="utf-8") as out, open(work / "clean.hash", "wb") as hashes:
+        for chunk in _batched(iter_pairs(cfg), CHUNK):
+            cleaned = [p for p in (clean_pair(s, t, cfg) for s, t in chunk) if p]
+            out.write("".join(f"{s}\\t{t}\\n" for s, t in cleaned))
+            source_hashes([s for s, _ in cleaned], cfg.seed).tofile(hashes)
+elif way == "streaming":
+    with open(work / "clean.tsv", encoding="utf-8") as lines, open(work / "ids.bin", "wb") as out:
+        for chunk in _batched((line[:-1].split("\\t") for line in lines), CHUNK):
+            for side in (0, 1):
+                encode_texts(tokenizer, [pair[side] for pair in chunk], 1023)[0].tofile(out)
+else:
+    import datasets
+    datasets.disable_progress_bars()
+    if stage == "clean":
+        rows = datasets.load_dataset("csv", data_files=corpus, sep="\\t", column_names=["en", "fr"], quoting=3,
+                                     keep_default_na=False, split="train", cache_dir=str(work / "hf"))
+        def clean(batch):
+            pairs = [clean_pair(s, t, cfg) for s, t in zip(batch["en"], batch["fr"])]
+            kept = [p for p in pairs if p]
+            return {"en": [s for s, _ in kept], "fr": [t for _, t in kept],
+                    "hash": source_hashes([s for s, _ in kept], cfg.seed).view(np.int64).tolist()}
+        rows.map(clean, batched=True, num_proc=2, remove_columns=rows.column_names).save_to_disk(str(work / "clean"))
+    else:
+        rows = datasets.load_from_disk(str(work / "clean"))
+        def encode(batch):
+            return {"src_ids": tokenizer.encode_batch(batch["en"]), "tgt_ids": tokenizer.encode_batch(batch["fr"])}
+        rows.map(encode, batched=True, num_proc=2, remove_columns=rows.column_names,
+                 cache_file_name=str(work / "encoded.arrow"))
+print(json.dumps(time.perf_counter() - started))
+"""
+
+
+def compare_with_datasets(corpus: Path, work: Path) -> dict:
+    """Seconds and peak memory of each stage, plain chunked streaming against `datasets` end to end."""
+    from transformer_mt.data import iter_pairs
+    from transformer_mt.config import DataConfig, TokenizerConfig
+    from transformer_mt.tokenizer import Tokenizer
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    sample = [text for _, pair in zip(range(100_000), iter_pairs(DataConfig(source="files", files=[str(corpus)])))
+              for text in pair]
+    Tokenizer.train(sample, TokenizerConfig().vocab_size).save(work / "bpe.json")
+    results = {}
+    for way in ("streaming", "datasets"):
+        for stage in ("clean", "encode"):
+            _log(f"comparing: {way}, {stage}")
+            run = measure([sys.executable, "-c", COMPARE, str(corpus), str(work), way, stage], ROOT)
+            results[f"{way}_{stage}"] = {"seconds": json.loads(run.output.strip().splitlines()[-1]),
+                                         "peak_rss": run.peak_rss}
+    shutil.rmtree(work, ignore_errors=True)
+    return results
 
 
 def _markdown(results: list[dict]) -> str:
@@ -225,6 +300,8 @@ def main() -> int:
     parser.add_argument("--code", default=str(ROOT), help="the checkout whose scripts/train.py to measure")
     parser.add_argument("--work", help="folder for the corpora and runs (default: a temporary one)")
     parser.add_argument("--output", default="bench-data.json")
+    parser.add_argument("--compare-datasets", type=int, metavar="PAIRS",
+                        help="instead: time preparing a corpus of PAIRS pairs with plain streaming and with datasets")
     args = parser.parse_args()
     sizes = [3000] if args.smoke else [int(s) for s in args.sizes.split(",")]
     code = Path(args.code).resolve()
@@ -232,6 +309,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.work or scratch)
         work.mkdir(parents=True, exist_ok=True)
+        if args.compare_datasets:
+            corpus = work / f"corpus-{args.compare_datasets}.tsv"
+            if not corpus.is_file():
+                synthetic_corpus(corpus, args.compare_datasets)
+            comparison = compare_with_datasets(corpus, work / "compare")
+            Path(args.output).write_text(json.dumps(comparison, indent=2))
+            print(json.dumps(comparison, indent=2))
+            return 0
         results = [bench_size(pairs, work, code, this_code) for pairs in sizes]
     report = {"machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
               "code": _revision(code), "results": results}

@@ -77,17 +77,24 @@ def prepare_corpus(config: Config, run: RunPaths, tokenizers: TokenizerPair | No
     if tokenizers is None:
         sample = BpeSample(work, selection, config.tokenizer.train_sentences, report["train"], config.data.seed,
                            config.tokenizer.joint)
-        tokenizers = TokenizerPair.train(sample, config.tokenizer)
+        tokenizers = _learn_bpe(config, run, sample, log)
         report["bpe_sentences"] = sample.sentences
-        tokenizers.save(run.src_tokenizer, run.tgt_tokenizer)
-        log(f"BPE vocabulary: {tokenizers.src.vocab_size}"
-            + ("" if tokenizers.joint else f" / {tokenizers.tgt.vocab_size}")
-            + f", learnt from {sample.sentences} sentences")
+    started = time.monotonic()
     writer = _encode(work, selection, tokenizers, config.model.max_positions, run.store, report["train"])
+    log(f"encoded {report['train']} training pairs in {time.monotonic() - started:.0f} s")
     key = hashlib.sha256((inputs + tokenizers.src.hf.to_str() + tokenizers.tgt.hf.to_str()).encode()).hexdigest()
     manifest = writer.finish(inputs, key, report)
     shutil.rmtree(work)
     return manifest
+
+
+def _learn_bpe(config: Config, run: RunPaths, sample: "BpeSample", log: Log) -> TokenizerPair:
+    started = time.monotonic()
+    tokenizers = TokenizerPair.train(sample, config.tokenizer)
+    tokenizers.save(run.src_tokenizer, run.tgt_tokenizer)
+    log(f"BPE vocabulary: {tokenizers.src.vocab_size}" + ("" if tokenizers.joint else f" / {tokenizers.tgt.vocab_size}")
+        + f", learnt from {sample.sentences} sentences in {time.monotonic() - started:.0f} s")
+    return tokenizers
 
 
 @dataclass
