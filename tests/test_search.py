@@ -196,3 +196,12 @@ def test_output_length_never_exceeds_the_model_positions():
     search = SearchConfig(beam_size=2, max_len_a=3.0, max_len_b=10)  # asks for far more than 8 positions
     assert all(len(h.tokens) <= model.max_output_len for h in greedy(model, src, search, model.max_output_len))
     assert all(len(h.tokens) <= 7 for hyps in beam_search(model, src, search, model.max_output_len) for h in hyps)
+
+
+def test_nbest_is_chosen_from_every_hypothesis_that_finished_at_the_last_step():
+    """() finishes first; then [B] and [A] finish together, three for a beam of two. Under a strong length
+    penalty [A] outranks (): keeping only the first two to arrive would have returned () instead."""
+    model = TableModel({(): {EOS: 0.4, A: 0.35, B: 0.25}, (A,): {EOS: 0.6, A: 0.4}, (B,): {EOS: 0.9, A: 0.1}})
+    hyps = beam_search(model, SRC, SearchConfig(beam_size=2, nbest=2, alpha=2.0, length_penalty="power"), 10)[0]
+    assert [h.tokens for h in hyps] == [[B], [A]]
+    assert hyps[1].score == pytest.approx(math.log(0.35 * 0.6) / 2 ** 2.0)

@@ -141,7 +141,9 @@ def beam_search(model, src: Tensor, cfg: SearchConfig, limit: int) -> list[list[
 def _finish(finished: list[list[Hypothesis]], sentence: Tensor, history: Tensor, top_scores: Tensor,
             top_row: Tensor, top_token: Tensor, is_eos: Tensor, k: int, width: int, step: int,
             cfg: SearchConfig) -> None:
-    """Store the EOS extensions ranked within the first k as final, length-normalised hypotheses."""
+    """Store the EOS extensions ranked within the first k as final, length-normalised hypotheses. All of
+    them: when a sentence's k-th and (k+1)-th finish at the same step, the n-best list is chosen from
+    every finished hypothesis (as CTranslate2 does), not from the first k to arrive."""
     block, col = is_eos[:, :k].nonzero(as_tuple=True)
     if block.numel() == 0:
         return
@@ -149,6 +151,6 @@ def _finish(finished: list[list[Hypothesis]], sentence: Tensor, history: Tensor,
     rows = (block * width + top_row[block, col]).tolist()
     owners = sentence[block].tolist()
     for owner, row, score in zip(owners, rows, top_scores[block, col].tolist()):
-        if score == float("-inf") or len(finished[owner]) >= k:
+        if score == float("-inf"):
             continue
         finished[owner].append(Hypothesis(history[row, 1:].tolist(), score / penalty, score))
