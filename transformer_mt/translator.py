@@ -1,7 +1,14 @@
-"""Translate text with a trained run: config, tokenizers and weights come from the run folder."""
+"""Translate text with a trained run (config, tokenizers and weights from the run folder).
+
+TextTranslator holds what every backend shares (tokenising, truncation, batching by length, empty
+lines, the run's decode defaults); Translator decodes with the PyTorch model, exported.py's
+ExportedTranslator with a CTranslate2 export.
+"""
 from __future__ import annotations
 
+import abc
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +16,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .batching import pad_batch
-from .config import Config, from_dict
+from .config import Config, DecodeConfig, from_dict
 from .errors import UserError
 from .model import Transformer
 from .run import RunPaths, latest_run, open_run
@@ -24,7 +31,76 @@ class Translation:
     score: float
 
 
-class Translator:
+class TextTranslator(abc.ABC):
+    """Set by a backend: tokenizers, decode (the default search), max_source (source tokens kept before
+    EOS), checkpoint and step (what the model was trained to), and _search."""
+    tokenizers: TokenizerPair
+    decode: DecodeConfig
+    max_source: int
+    checkpoint: Path
+    step: int
+
+    def search_config(self, beam_size: int | None = None, max_len_a: float | None = None,
+                      max_len_b: int | None = None, nbest: int = 1) -> SearchConfig:
+        """The run's decode section, with the given (non-None) values instead."""
+        d = self.decode
+        return SearchConfig(beam_size=d.beam_size if beam_size is None else beam_size,
+                            length_penalty=d.length_penalty, alpha=d.alpha,
+                            max_len_a=d.max_len_a if max_len_a is None else max_len_a,
+                            max_len_b=d.max_len_b if max_len_b is None else max_len_b, min_len=d.min_len, nbest=nbest)
+
+    def encode(self, sentences: list[str]) -> list[list[int]]:
+        for number, sentence in enumerate(sentences, 1):
+            try:  # bytes that were not UTF-8 reach us as lone surrogates (Python's surrogateescape)
+                sentence.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"sentence {number} is not UTF-8 text") from None
+        encoded = []
+        for number, ids in enumerate(self.tokenizers.src.encode_batch(sentences), 1):
+            if len(ids) > self.max_source:
+                print(f"warning: sentence {number} has {len(ids)} tokens; truncated to the model's "
+                      f"{self.max_source}", file=sys.stderr)
+                ids = ids[: self.max_source]
+            encoded.append(ids + [EOS])
+        return encoded
+
+    def translate(self, sentences: list[str], search: SearchConfig,
+                  batch_size: int | None = None) -> list[list[Translation]]:
+        """n-best translations per sentence, in input order; empty input gives an empty translation.
+        Batches hold `batch_size` sentences (default: the run's decode.batch_size)."""
+        batch_size = batch_size or self.decode.batch_size
+        encoded = self.encode(sentences)
+        results: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
+        order = sorted((i for i, s in enumerate(sentences) if s.strip()), key=lambda i: len(encoded[i]))
+        chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        searched = self._search_batches([[encoded[i] for i in chunk] for chunk in chunks], search)
+        for chunk, batch_hypotheses in zip(chunks, searched):
+            for index, hyps in zip(chunk, batch_hypotheses):
+                results[index] = [Translation(self.tokenizers.tgt.decode(h.tokens), h.score) for h in hyps]
+        return results
+
+    def empty_note(self, sentences: list[str], texts: list[str]) -> str | None:
+        """A note when non-empty sentences got empty translations: a blank line alone looks like a bug of
+        ours, and an undertrained model (one that emits end-of-sentence first) is the usual cause."""
+        empty = sum(bool(sentence.strip()) and not text for sentence, text in zip(sentences, texts))
+        if not empty:
+            return None
+        return (f"note: {empty} of {len(sentences)} translations are empty (the model stopped at once: "
+                f"{self.checkpoint} is from step {self.step}; an undertrained model does this)")
+
+    @abc.abstractmethod
+    def _search(self, batch: list[list[int]], search: SearchConfig) -> list[list[Hypothesis]]:
+        """The n-best hypotheses of each sentence of a batch (token ids, each ending in EOS)."""
+
+    def _search_batches(self, batches: list[list[list[int]]],
+                        search: SearchConfig) -> Iterator[list[list[Hypothesis]]]:
+        """_search of each batch, in order; a backend that decodes batches in parallel overrides it."""
+        return (self._search(batch, search) for batch in batches)
+
+
+class Translator(TextTranslator):
+    """The PyTorch model of a run folder."""
+
     def __init__(self, run: RunPaths, checkpoint: Path | None = None, device: str = "auto",
                  precision: str = "fp32"):
         self.run = run
@@ -42,6 +118,7 @@ class Translator:
             print(f"warning: {warning}", file=sys.stderr)
         self.checkpoint, self.step = path, state["state"]["step"]
         self.precision = precision
+        self.decode = self.config.decode
         self.max_source = self.config.model.max_positions - 1
 
     @classmethod
@@ -63,54 +140,7 @@ class Translator:
         run = open_run(Path(run_dir)) if run_dir else latest_run(Path(runs_root))
         return cls(run, None, device, precision)
 
-    def search_config(self, beam_size: int | None = None, max_len_a: float | None = None,
-                      max_len_b: int | None = None, nbest: int = 1) -> SearchConfig:
-        """The run's decode section, with the given (non-None) values instead."""
-        d = self.config.decode
-        return SearchConfig(beam_size=d.beam_size if beam_size is None else beam_size,
-                            length_penalty=d.length_penalty, alpha=d.alpha,
-                            max_len_a=d.max_len_a if max_len_a is None else max_len_a,
-                            max_len_b=d.max_len_b if max_len_b is None else max_len_b, min_len=d.min_len, nbest=nbest)
-
-    def encode(self, sentences: list[str]) -> list[list[int]]:
-        for number, sentence in enumerate(sentences, 1):
-            try:  # bytes that were not UTF-8 reach us as lone surrogates (Python's surrogateescape)
-                sentence.encode("utf-8")
-            except UnicodeEncodeError:
-                raise UserError(f"sentence {number} is not UTF-8 text") from None
-        encoded = []
-        for number, ids in enumerate(self.tokenizers.src.encode_batch(sentences), 1):
-            if len(ids) > self.max_source:
-                print(f"warning: sentence {number} has {len(ids)} tokens; truncated to the model's "
-                      f"{self.max_source}", file=sys.stderr)
-                ids = ids[: self.max_source]
-            encoded.append(ids + [EOS])
-        return encoded
-
     @torch.no_grad()
-    def translate(self, sentences: list[str], search: SearchConfig,
-                  batch_size: int | None = None) -> list[list[Translation]]:
-        """n-best translations per sentence, in input order; empty input gives an empty translation.
-        Batches hold `batch_size` sentences (default: the run's decode.batch_size)."""
-        batch_size = batch_size or self.config.decode.batch_size
-        encoded = self.encode(sentences)
-        results: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
-        order = sorted((i for i, s in enumerate(sentences) if s.strip()), key=lambda i: len(encoded[i]))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            for index, hyps in zip(chunk, self._search([encoded[i] for i in chunk], search)):
-                results[index] = [Translation(self.tokenizers.tgt.decode(h.tokens), h.score) for h in hyps]
-        return results
-
-    def empty_note(self, sentences: list[str], texts: list[str]) -> str | None:
-        """A note when non-empty sentences got empty translations: a blank line alone looks like a bug of
-        ours, and an undertrained model (one that emits end-of-sentence first) is the usual cause."""
-        empty = sum(bool(sentence.strip()) and not text for sentence, text in zip(sentences, texts))
-        if not empty:
-            return None
-        return (f"note: {empty} of {len(sentences)} translations are empty (the model stopped at once: "
-                f"{self.checkpoint} is from step {self.step}; an undertrained model does this)")
-
     def _search(self, batch: list[list[int]], search: SearchConfig) -> list[list[Hypothesis]]:
         src = pad_batch(batch, self.device)
         with attention_kernels(self.device):
