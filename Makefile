@@ -14,7 +14,7 @@ RUN ?=
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-dev train translate evaluate tensorboard test bench bench-data clean-venv
+.PHONY: install install-dev train translate evaluate export tensorboard test bench bench-deploy bench-data clean-venv
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -26,7 +26,11 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[dev,plot,bench]"
+	$(PY) -m pip install -q -e ".[dev,plot,bench,deploy]"
+	@touch $@
+
+$(VENV)/.installed-deploy: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[plot,deploy]"
 	@touch $@
 
 train: install
@@ -42,6 +46,9 @@ translate: install
 evaluate: install
 	$(PY) scripts/evaluate.py $(if $(RUN),--run $(RUN)) $(ARGS)
 
+export: $(VENV)/.installed-deploy
+	$(PY) scripts/export.py $(if $(RUN),--run $(RUN)) $(ARGS)
+
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir runs
 
@@ -50,6 +57,10 @@ test: install-dev
 
 bench: install-dev
 	$(PY) scripts/bench.py --device $(or $(DEVICE),cpu) $(ARGS)
+	$(PY) scripts/bench_deploy.py
+
+bench-deploy: install-dev
+	$(PY) scripts/bench_deploy.py $(ARGS)
 
 bench-data: install-dev
 	$(PY) scripts/bench_data.py $(ARGS)

@@ -3,6 +3,7 @@
 
   python scripts/evaluate.py --run runs/sample                        the run's own saved test split
   python scripts/evaluate.py --run runs/sample --src test.en --ref test.fr [--ref test2.fr ...] --json
+  python scripts/evaluate.py --model exports/sample-ct2 --src test.en --ref test.fr     a CTranslate2 export
 """
 from __future__ import annotations
 
@@ -12,33 +13,32 @@ import sys
 import time
 from pathlib import Path
 
-from transformer_mt.cli import add_search_flags, check_search_flags, main_guard, output_path, writing
+from transformer_mt.cli import (add_model_flags, add_search_flags, check_search_flags, main_guard, open_translator,
+                                output_path, writing)
 from transformer_mt.data import read_lines
 from transformer_mt.errors import UserError
 from transformer_mt.metrics import corpus_scores
 from transformer_mt.runtime import retain_freed_memory
-from transformer_mt.translator import Translator
+from transformer_mt.translator import TextTranslator
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", help="run folder (default: the latest under --runs)")
-    parser.add_argument("--checkpoint", help="checkpoint file (default: the run's best.pt, else last.pt)")
-    parser.add_argument("--runs", default="runs")
+    add_model_flags(parser)
     parser.add_argument("--src", help="source sentences, one per line (default: the run's data/test split)")
     parser.add_argument("--ref", action="append", help="reference translations, one per line; repeat for more")
     add_search_flags(parser)
     parser.add_argument("--output", help="write the translations here, one per line")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     args = parser.parse_args()
     retain_freed_memory()
     if (args.src is None) != (args.ref is None):
         raise UserError("give --src and --ref together, or neither (the run's test split)")
+    if args.model and args.src is None:
+        raise UserError("an export holds no test split: give --src and --ref with --model")
     check_search_flags(args)
     output = output_path("--output", args.output) if args.output else None
-    translator = Translator.from_args(args.run, args.checkpoint, args.runs, args.device, args.precision)
+    translator = open_translator(args)
     sources, references = _inputs(translator, args.src, args.ref)
     search = translator.search_config(beam_size=args.beam_size, max_len_a=args.max_len_a, max_len_b=args.max_len_b)
     started = time.perf_counter()
@@ -61,7 +61,7 @@ def main() -> int:
     return 0
 
 
-def _inputs(translator: Translator, src: str | None, refs: list[str] | None) -> tuple[list[str], list[list[str]]]:
+def _inputs(translator: TextTranslator, src: str | None, refs: list[str] | None) -> tuple[list[str], list[list[str]]]:
     if src is None:
         cfg = translator.config.data
         src_path, ref_path = translator.run.split_files("test", cfg.src_lang, cfg.tgt_lang)

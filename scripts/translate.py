@@ -3,6 +3,7 @@
 
   python scripts/translate.py "I am hungry."            one or more sentences as arguments
   echo "I am hungry." | python scripts/translate.py     or one sentence per line on standard input
+  python scripts/translate.py --model exports/sample-ct2 "I am hungry."    with a CTranslate2 export
 
 The model is loaded once; input is batched by length and printed in input order. Without --run or
 --checkpoint the most recently trained run under runs/ is used (its best.pt, else last.pt).
@@ -13,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from transformer_mt.cli import add_search_flags, check_search_flags, main_guard, output_path, writing
+from transformer_mt.cli import (add_model_flags, add_search_flags, check_search_flags, main_guard, open_translator,
+                                output_path, writing)
 from transformer_mt.errors import UserError
 from transformer_mt.runtime import retain_freed_memory
 from transformer_mt.translator import Translator
@@ -22,19 +24,17 @@ from transformer_mt.translator import Translator
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sentences", nargs="*", help="sentences to translate (default: standard input)")
-    parser.add_argument("--run", help="run folder (default: the latest under --runs)")
-    parser.add_argument("--checkpoint", help="checkpoint file (default: the run's best.pt, else last.pt)")
-    parser.add_argument("--runs", default="runs", help="where to look for the latest run")
+    add_model_flags(parser)
     add_search_flags(parser)
     parser.add_argument("--nbest", type=int, default=1, help="print this many hypotheses per sentence, with scores")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--attention", metavar="OUT.png", help="save the cross-attention heatmaps of the sentence")
     args = parser.parse_args()
     retain_freed_memory()
     check_search_flags(args)
+    if args.attention and args.model:
+        raise UserError("--attention needs a run's PyTorch model, not an export (--model)")
     attention = _attention_path(args.attention) if args.attention else None
-    translator = Translator.from_args(args.run, args.checkpoint, args.runs, args.device, args.precision)
+    translator = open_translator(args)
     search = translator.search_config(beam_size=args.beam_size, max_len_a=args.max_len_a,
                                       max_len_b=args.max_len_b, nbest=args.nbest)
     if not 1 <= args.nbest <= search.beam_size:

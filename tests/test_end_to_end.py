@@ -224,7 +224,7 @@ def test_impossible_device_fails_before_writing_anything(tmp_path, override, mes
     result = cli("scripts/train.py", "configs/tiny.yaml", f"run.root={tmp_path / 'runs'}", override)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
-    assert "loading corpus" not in result.stdout and not (tmp_path / "runs").exists()
+    assert "preparing the corpus" not in result.stdout and not (tmp_path / "runs").exists()
 
 
 def test_unwritable_run_root_is_a_one_line_error(tmp_path):
@@ -333,3 +333,77 @@ def test_bf16_decoding_on_a_cpu_without_bf16_warns_once(trained, monkeypatch, ca
     assert capsys.readouterr().err.count("warning: bf16 on this CPU is emulated") == 1
     Translator(open_run(trained[1]), device="cpu", precision="fp32")
     assert capsys.readouterr().err == ""
+
+
+@pytest.fixture(scope="module")
+def export(trained):
+    root, run, _, _ = trained
+    result = cli("scripts/export.py", "--run", str(run), "--output", str(root / "exports" / "memorise-ct2"))
+    assert result.returncode == 0, result.stderr
+    return root / "exports" / "memorise-ct2"
+
+
+@pytest.mark.parametrize("beam, penalty", [(1, "gnmt"), (3, "gnmt"), (3, "power")])
+def test_the_fp32_export_decodes_as_the_pytorch_model_does(trained, export, beam, penalty):
+    """Test split and training pairs, every hypothesis of the n-best list (GNMT: the best one); scores on
+    the training pairs it reproduces, which end in EOS (at the length limit, where ours forces EOS,
+    CTranslate2 scores the token it chose instead)."""
+    from dataclasses import replace
+
+    from transformer_mt.data import read_split
+    from transformer_mt.exported import ExportedTranslator
+    from transformer_mt.run import open_run
+    from transformer_mt.translator import Translator
+
+    _, run, _, train_pairs = trained
+    ours, theirs = Translator(open_run(run), device="cpu"), ExportedTranslator(export, "cpu", threads=1)
+    sentences = [s for s, _ in read_split(run / "data" / "test.en", run / "data" / "test.fr") + train_pairs[:80]]
+    search = replace(ours.search_config(beam_size=beam, nbest=beam), length_penalty=penalty)
+    want, got = ours.translate(sentences, search), theirs.translate(sentences, search)
+    assert [h[0].text for h in got] == [h[0].text for h in want]
+    if penalty == "power" or beam == 1:
+        assert [[h.text for h in hyps] for hyps in got] == [[h.text for h in hyps] for hyps in want]
+    reproduced = [(m, e) for (_, fr), m, e in zip(train_pairs[:80], want[-80:], got[-80:]) if m[0].text == fr]
+    assert len(reproduced) > 60
+    for mine, exported in reproduced:
+        assert exported[0].score == pytest.approx(mine[0].score, abs=1e-4)
+
+
+def test_translate_and_evaluate_take_an_export_as_they_take_a_run(trained, export, tmp_path):
+    root, run, _, train_pairs = trained
+    sources = [en for en, _ in train_pairs[:3]]
+    by_run = cli("scripts/translate.py", "--run", str(run), stdin="\n".join([sources[0], "", *sources[1:]]) + "\n")
+    by_export = cli("scripts/translate.py", "--model", str(export), "--threads", "1",
+                    stdin="\n".join([sources[0], "", *sources[1:]]) + "\n")
+    assert by_export.returncode == 0 and by_export.stdout == by_run.stdout and by_run.stdout.splitlines()[1] == ""
+    nbest = cli("scripts/translate.py", "--model", str(export), "--beam-size", "3", "--nbest", "3", sources[0])
+    lines = [line.split("\t") for line in nbest.stdout.splitlines()]
+    assert [rank for rank, _, _ in lines] == ["0", "1", "2"] and lines[0][2] == train_pairs[0][1]
+    (tmp_path / "src.en").write_text("\n".join(sources) + "\n")
+    (tmp_path / "ref.fr").write_text("\n".join(fr for _, fr in train_pairs[:3]) + "\n")
+    scores = [json.loads(cli("scripts/evaluate.py", *model, "--src", str(tmp_path / "src.en"), "--ref",
+                             str(tmp_path / "ref.fr"), "--json", "--output", str(tmp_path / f"hyp{i}.txt")).stdout)
+              for i, model in enumerate((["--run", str(run)], ["--model", str(export)]))]
+    assert scores[0]["bleu"] == scores[1]["bleu"] and scores[1]["step"] == scores[0]["step"]
+    assert (tmp_path / "hyp0.txt").read_text() == (tmp_path / "hyp1.txt").read_text()
+
+
+@pytest.mark.parametrize("script, flags, message", [
+    ("scripts/translate.py", ["--run", "RUN"], "--model and --run do not go together"),
+    ("scripts/translate.py", ["--precision", "bf16"], "--model and --precision do not go together"),
+    ("scripts/translate.py", ["--attention", "a.png"], "--attention needs a run's PyTorch model"),
+    ("scripts/translate.py", ["--threads", "0"], "--threads must be at least 1"),
+    ("scripts/evaluate.py", [], "an export holds no test split: give --src and --ref with --model"),
+])
+def test_export_flags_that_do_not_fit_are_one_line_errors(trained, export, script, flags, message):
+    flags = [str(trained[1]) if flag == "RUN" else flag for flag in flags]
+    result = cli(script, "--model", str(export), *flags, *(["Hello."] if "translate" in script else []))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {message}") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_export_refuses_to_overwrite_without_force(trained, export):
+    result = cli("scripts/export.py", "--run", str(trained[1]), "--output", str(export))
+    assert result.returncode == 2 and "exists and is not empty: pass --force" in result.stderr
+    again = cli("scripts/export.py", "--run", str(trained[1]), "--output", str(export), "--force")
+    assert again.returncode == 0 and "exported" in again.stdout

@@ -27,6 +27,38 @@ def main_guard(main: Callable[[], int | None]) -> None:
     sys.exit(code or 0)
 
 
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """Which model translate.py and evaluate.py decode with: a run's PyTorch model, or an export."""
+    parser.add_argument("--run", help="run folder (default: the latest under --runs)")
+    parser.add_argument("--checkpoint", help="checkpoint file (default: the run's best.pt, else last.pt)")
+    parser.add_argument("--runs", default="runs", help="where to look for the latest run")
+    parser.add_argument("--model", help="a CTranslate2 export (scripts/export.py) instead of a run")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                        help="a run's decoding precision (default fp32; an export's is its --quantization)")
+    parser.add_argument("--threads", type=int, help="CPU threads for decoding (default: PyTorch's or CTranslate2's)")
+
+
+def open_translator(args: argparse.Namespace):
+    """The translator the model flags name, checked before anything loads."""
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    if args.model:
+        for flag, value in (("--run", args.run), ("--checkpoint", args.checkpoint), ("--precision", args.precision)):
+            if value:
+                raise UserError(f"--model and {flag} do not go together: an export is a whole model")
+        from .exported import ExportedTranslator
+
+        return ExportedTranslator(Path(args.model), args.device, args.threads or 0)
+    import torch
+
+    from .translator import Translator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return Translator.from_args(args.run, args.checkpoint, args.runs, args.device, args.precision or "fp32")
+
+
 def add_search_flags(parser: argparse.ArgumentParser) -> None:
     """The decoding flags translate.py and evaluate.py share; unset ones keep the run's decode section."""
     parser.add_argument("--beam-size", type=int, help="beam size (1 = greedy; default: the run's decode.beam_size)")

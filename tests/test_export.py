@@ -1,0 +1,171 @@
+"""Exporting a run to CTranslate2: the model that comes out is the model that went in."""
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import ctranslate2
+import pytest
+import torch
+import torch.nn.functional as F
+
+from transformer_mt import checkpoint as ckpt
+from transformer_mt.config import Config, ModelConfig, RunConfig, TokenizerConfig, save_config
+from transformer_mt.errors import UserError
+from transformer_mt.export import META, export_ctranslate2, read_meta, require_ctranslate2, vocabulary
+from transformer_mt.exported import ExportedTranslator
+from transformer_mt.model import Transformer
+from transformer_mt.run import RunPaths
+from transformer_mt.tokenizer import BOS, EOS, TokenizerPair
+from transformer_mt.translator import Translator
+
+SHAPES = {
+    "pre-norm, joint, tied": dict(),
+    "post-norm": dict(norm_first=False),
+    "separate vocabularies": dict(joint=False),
+    "untied embeddings": dict(tie_embeddings=False),
+}
+
+
+def tiny_run(root: Path, pairs, joint: bool = True, **model) -> RunPaths:
+    """A run folder holding one checkpoint of a random tiny model, its norms and biases random too, so
+    that a weight mapped to the wrong place shows."""
+    config = Config(run=RunConfig(name="tiny", root=str(root)), tokenizer=TokenizerConfig(vocab_size=300, joint=joint),
+                    model=ModelConfig(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64, dropout=0.0,
+                                      max_positions=48, **model))
+    tokenizers = TokenizerPair.train(pairs, config.tokenizer)
+    torch.manual_seed(0)
+    net = Transformer(config.model, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size, shared_vocab=joint)
+    with torch.no_grad():
+        for name, parameter in net.named_parameters():
+            if parameter.dim() == 1:  # biases and norms start at 0 and 1
+                parameter.add_(torch.randn_like(parameter) * 0.2)
+    run = RunPaths(root / "tiny")
+    run.checkpoints.mkdir(parents=True)
+    save_config(config, run.config)
+    tokenizers.save(run.src_tokenizer, run.tgt_tokenizer)
+    ckpt.save_atomic({"model": net.state_dict(), "config": config.to_dict(), "state": {"step": 7},
+                      "vocab": {"src": tokenizers.src.vocab_size, "tgt": tokenizers.tgt.vocab_size, "joint": joint}},
+                     run.last)
+    return run
+
+
+@pytest.fixture(scope="module", params=list(SHAPES), ids=list(SHAPES))
+def exported(request, tmp_path_factory, sample_pairs):
+    root = tmp_path_factory.mktemp("export")
+    run = tiny_run(root, sample_pairs[:500], **SHAPES[request.param])
+    export_ctranslate2(run, None, root / "ct2", "float32")
+    return run, root / "ct2"
+
+
+def test_per_token_log_probabilities_equal_pytorch_teacher_forcing(exported, sample_pairs):
+    run, folder = exported
+    ours = Translator(run, device="cpu")
+    theirs = ctranslate2.Translator(str(folder), device="cpu")
+    pairs = sample_pairs[600:620]
+    sources = ours.encode([s for s, _ in pairs])
+    targets = [ours.tokenizers.tgt.encode(t)[:40] for _, t in pairs]
+    src_vocab, tgt_vocab = vocabulary(ours.tokenizers.src), vocabulary(ours.tokenizers.tgt)
+    scored = theirs.score_batch([[src_vocab[i] for i in s] for s in sources], [[tgt_vocab[i] for i in t] for t in targets],
+                                max_input_length=0)
+    for source, target, result in zip(sources, targets, scored):
+        with torch.no_grad():
+            logits = ours.model(torch.tensor([source]), torch.tensor([[BOS] + target]))
+        expected = F.log_softmax(logits[0].float(), dim=-1).gather(1, torch.tensor([target + [EOS]]).T).squeeze(1)
+        torch.testing.assert_close(torch.tensor(result.log_probs), expected, atol=1e-4, rtol=0)
+
+
+def test_greedy_search_gives_our_tokens(exported, sample_pairs):
+    run, folder = exported
+    ours, theirs = Translator(run, device="cpu"), ExportedTranslator(folder, "cpu", threads=1)
+    sentences = [s for s, _ in sample_pairs[600:640]]
+    search = ours.search_config(beam_size=1, max_len_a=1.0, max_len_b=5)  # a random model stops at the limit
+    assert [h[0].text for h in theirs.translate(sentences, search)] == [h[0].text for h in ours.translate(sentences, search)]
+
+
+def test_the_export_folder_holds_model_tokenizers_and_what_decoding_needs(exported):
+    run, folder = exported
+    meta = read_meta(folder)
+    assert meta.step == 7 and meta.checkpoint == str(run.last) and meta.max_positions == 48
+    assert meta.decode_config == Config().decode and meta.quantization == "float32"
+    assert {"model.bin", "config.json", META, "tokenizer-src.json", "tokenizer-tgt.json"} <= {p.name for p in folder.iterdir()}
+
+
+def test_int8_export_translates(tmp_path, sample_pairs):
+    run = tiny_run(tmp_path, sample_pairs[:500])
+    export_ctranslate2(run, None, tmp_path / "int8", "int8")
+    translator = ExportedTranslator(tmp_path / "int8", "cpu")
+    assert translator.quantization == "int8"
+    assert len(translator.translate(["Hello.", ""], translator.search_config(beam_size=2))) == 2
+
+
+def test_an_existing_export_is_replaced_only_with_force_and_a_failed_export_leaves_nothing(tmp_path, sample_pairs,
+                                                                                         monkeypatch):
+    run = tiny_run(tmp_path, sample_pairs[:500])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="exists and is not empty: pass --force"):
+        export_ctranslate2(run, None, out, "float32")
+    export_ctranslate2(run, None, out, "float32", force=True)
+    assert read_meta(out).step == 7 and not (out / "keep.txt").exists()
+
+    def disk_full(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ctranslate2.specs.ModelSpec, "save", disk_full)
+    with pytest.raises(UserError, match=r"cannot write the export .*fresh: No space left on device"):
+        export_ctranslate2(run, None, tmp_path / "fresh", "float32")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny"]  # no half-made folder, no staging
+
+
+def test_what_is_not_a_whole_export_of_ours_is_refused_in_one_line(tmp_path, sample_pairs):
+    run = tiny_run(tmp_path, sample_pairs[:500])
+    folder = tmp_path / "ct2"
+    export_ctranslate2(run, None, folder, "float32")
+    meta = json.loads((folder / META).read_text())
+    (folder / META).write_text(json.dumps({**meta, "format": 99}))
+    with pytest.raises(UserError, match="exported in format 99, newer than this transformer-mt reads"):
+        ExportedTranslator(folder)
+    (folder / META).unlink()
+    with pytest.raises(UserError, match="is not a transformer-mt export.*another tool"):
+        ExportedTranslator(folder)
+    (folder / META).write_text(json.dumps(meta))
+    (folder / "tokenizer-tgt.json").unlink()
+    with pytest.raises(UserError, match="incomplete: tokenizer-tgt.json is missing"):
+        ExportedTranslator(folder)
+    with pytest.raises(UserError, match="export folder not found"):
+        ExportedTranslator(tmp_path / "nowhere")
+    run.last.unlink()
+    with pytest.raises(UserError, match="holds no checkpoint"):
+        export_ctranslate2(run, None, tmp_path / "again", "float32")
+
+
+@pytest.mark.skipif(ctranslate2.get_cuda_device_count() > 0, reason="a GPU runs float16")
+def test_a_quantization_this_machine_cannot_run_is_refused(tmp_path, sample_pairs):
+    run = tiny_run(tmp_path, sample_pairs[:500])
+    with pytest.raises(UserError, match="--quantization float16 cannot run on this machine's cpu"):
+        export_ctranslate2(run, None, tmp_path / "fp16", "float16")
+    assert not (tmp_path / "fp16").exists()
+
+
+def test_without_ctranslate2_installed_the_error_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)
+    with pytest.raises(UserError, match=r"pip install -e '.\[deploy\]'"):
+        require_ctranslate2()
+
+
+def test_a_sentence_past_its_limit_is_cut_to_it_as_ours_is(tmp_path, sample_pairs):
+    """Sentences of one batch have different limits; CTranslate2 decodes the batch to the largest."""
+    run = tiny_run(tmp_path, sample_pairs[:500])
+    export_ctranslate2(run, None, tmp_path / "ct2", "float32")
+    ours, theirs = Translator(run, device="cpu"), ExportedTranslator(tmp_path / "ct2", "cpu")
+    sentences = ["Go.", "I think that we should leave before it starts to rain again tonight."]
+    search = replace(ours.search_config(beam_size=1), max_len_a=0.5, max_len_b=1)
+    got, want = theirs.translate(sentences, search), ours.translate(sentences, search)
+    assert [h[0].text for h in got] == [h[0].text for h in want]
+    encoded = theirs.encode(sentences)
+    limits = [int(0.5 * (len(ids) - 1) + 1 + 0.999) for ids in encoded]
+    uncut = theirs.model.translate_batch([[theirs.src_tokens[t] for t in ids] for ids in encoded],
+                                         **theirs._options(search, max(limits)))
+    assert len(uncut[0].hypotheses[0]) > limits[0] + 1  # decoded past its own limit: the cut is needed

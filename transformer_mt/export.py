@@ -1,0 +1,218 @@
+"""Export a trained run to CTranslate2, exactly: every weight mapped by name, our sinusoidal table and
+special tokens, so that the model that comes out is the model that went in (tests/test_export.py).
+
+An export folder holds CTranslate2's model (model.bin, config.json, vocabularies), our tokenizer
+files, and transformer_mt.json, written last: what decoding needs (the run's decode section,
+max_positions) and where the model came from (checkpoint, step). The folder is built beside its
+destination and renamed into place, so a failed export leaves nothing that looks finished.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .config import DecodeConfig, ModelConfig, from_dict
+from .errors import UserError
+from .model import sinusoidal_positions
+from .run import RunPaths
+from .tokenizer import SPECIALS, BOS, EOS, UNK, Tokenizer, TokenizerPair
+
+FORMAT = 1
+META = "transformer_mt.json"
+SRC_TOKENIZER, TGT_TOKENIZER = "tokenizer-src.json", "tokenizer-tgt.json"
+QUANTIZATIONS = ("float32", "int8", "int8_float32", "int16", "float16", "bfloat16")
+
+
+def require_ctranslate2():
+    try:
+        import ctranslate2
+    except ImportError:
+        raise UserError("this needs CTranslate2: pip install -e '.[deploy]' (or pip install ctranslate2)") from None
+    return ctranslate2
+
+
+@dataclass
+class ExportMeta:
+    decode: dict
+    max_positions: int
+    joint_vocab: bool
+    checkpoint: str
+    step: int
+    quantization: str
+    format: int = FORMAT
+    exporter: str = "transformer-mt"
+
+    @property
+    def decode_config(self) -> DecodeConfig:
+        return DecodeConfig(**self.decode)
+
+
+def read_meta(folder: Path) -> ExportMeta:
+    """An export folder's description, checked: one line for anything that is not a whole export of ours."""
+    if not folder.is_dir():
+        raise UserError(f"export folder not found: {folder}")
+    path = folder / META
+    if not path.is_file():
+        other = " (a CTranslate2 model from another tool?)" if (folder / "model.bin").is_file() else ""
+        raise UserError(f"{folder} is not a transformer-mt export: it has no {META}{other}")
+    try:
+        raw = json.loads(path.read_text())
+        fmt = raw.get("format") if isinstance(raw, dict) else None
+        if isinstance(fmt, int) and fmt > FORMAT:
+            raise UserError(f"{folder} was exported in format {fmt}, newer than this transformer-mt reads "
+                            f"({FORMAT}): upgrade transformer-mt")
+        meta = ExportMeta(**raw)
+    except (ValueError, TypeError):
+        raise UserError(f"{path} is damaged: export the run again") from None
+    for name in ("model.bin", SRC_TOKENIZER, TGT_TOKENIZER):
+        if not (folder / name).is_file():
+            raise UserError(f"{folder} is incomplete: {name} is missing (export the run again)")
+    return meta
+
+
+def export_ctranslate2(run: RunPaths, checkpoint: Path | None, output: Path, quantization: str,
+                       force: bool = False) -> ExportMeta:
+    ct2 = require_ctranslate2()
+    _check_runnable(ct2, quantization)
+    _check_output(output, force)
+    path = checkpoint or run.default_checkpoint()
+    state = ckpt.load(path)
+    config = from_dict(state["config"], origin=str(path))
+    tokenizers = TokenizerPair.load(run.src_tokenizer, run.tgt_tokenizer, state["vocab"]["joint"])
+    spec = transformer_spec(config.model, state["model"], vocabulary(tokenizers.src), vocabulary(tokenizers.tgt))
+    meta = ExportMeta(asdict(config.decode), config.model.max_positions, tokenizers.joint, str(path),
+                      state["state"]["step"], quantization)
+    staging = output.with_name(f".{output.name}.exporting")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        save_spec(spec, staging, quantization)
+        tokenizers.src.save(staging / SRC_TOKENIZER)
+        tokenizers.tgt.save(staging / TGT_TOKENIZER)
+        (staging / META).write_text(json.dumps(asdict(meta), indent=1))
+        _move_into_place(staging, output)
+    except OSError as err:
+        raise UserError(f"cannot write the export {output}: {err.strerror or err}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return meta
+
+
+def save_spec(spec, folder: Path, quantization: str) -> None:
+    """What CTranslate2's converters do with a spec: check it, quantize it, write it."""
+    spec.validate()
+    spec.optimize(quantization=quantization)
+    folder.mkdir()
+    spec.save(str(folder))
+
+
+def _check_runnable(ct2, quantization: str) -> None:
+    device = "cuda" if ct2.get_cuda_device_count() > 0 else "cpu"
+    supported = ct2.get_supported_compute_types(device)
+    if quantization not in supported:
+        raise UserError(f"--quantization {quantization} cannot run on this machine's {device} (it runs "
+                        f"{', '.join(sorted(supported))}): export where the model will run")
+
+
+def _check_output(output: Path, force: bool) -> None:
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file, not a folder")
+    if output.is_dir() and any(output.iterdir()) and not force:
+        raise UserError(f"--output {output} exists and is not empty: pass --force to replace it")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--output {output}: cannot create {output.parent} ({err.strerror or err})") from None
+
+
+def _move_into_place(staging: Path, output: Path) -> None:
+    """Rename the finished export over `output`; an earlier one is removed only after that."""
+    old = output.with_name(f".{output.name}.replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if output.exists():
+        os.replace(output, old)
+    os.replace(staging, output)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def transformer_spec(cfg: ModelConfig, weights: dict[str, torch.Tensor], src_tokens: list[str],
+                     tgt_tokens: list[str]):
+    """Our Transformer as a CTranslate2 TransformerSpec, weight by weight; the vocabularies are the token
+    strings by id (vocabulary())."""
+    from ctranslate2.specs import common_spec, transformer_spec as ts
+
+    spec = ts.TransformerSpec.from_config((cfg.encoder_layers, cfg.decoder_layers), cfg.n_heads,
+                                          pre_norm=cfg.norm_first, activation=common_spec.Activation.RELU)
+    get = _Weights(weights)
+    positions = sinusoidal_positions(cfg.max_positions, cfg.d_model).numpy()  # ours, not CTranslate2's table
+    encoder, decoder = spec.encoder, spec.decoder
+    encoder.embeddings[0].weight = get("src_embed.weight")
+    encoder.position_encodings.encodings = positions.copy()
+    for i, layer in enumerate(encoder.layer):
+        _attention(layer.self_attention, get, f"encoder.{i}.attn", f"encoder.{i}.res_attn.norm")
+        _feed_forward(layer.ffn, get, f"encoder.{i}")
+    decoder.embeddings.weight = get("tgt_embed.weight")
+    decoder.position_encodings.encodings = positions.copy()
+    for i, layer in enumerate(decoder.layer):
+        _attention(layer.self_attention, get, f"decoder.{i}.self_attn", f"decoder.{i}.res_self.norm")
+        _attention(layer.attention, get, f"decoder.{i}.cross_attn", f"decoder.{i}.res_cross.norm")
+        _feed_forward(layer.ffn, get, f"decoder.{i}")
+    if cfg.norm_first:  # post-norm layers end in their own norm; CTranslate2 then has no final one
+        _norm(encoder.layer_norm, get, "encoder_norm")
+        _norm(decoder.layer_norm, get, "decoder_norm")
+    decoder.projection.weight = get("output.weight")
+    spec.config.unk_token, spec.config.bos_token, spec.config.eos_token = SPECIALS[UNK], SPECIALS[BOS], SPECIALS[EOS]
+    spec.config.decoder_start_token = SPECIALS[BOS]
+    spec.config.layer_norm_epsilon = 1e-5  # nn.LayerNorm's
+    spec.register_source_vocabulary(src_tokens)
+    spec.register_target_vocabulary(tgt_tokens)
+    return spec
+
+
+def vocabulary(tokenizer: Tokenizer) -> list[str]:
+    """Token strings by id: CTranslate2 reads and writes tokens, we map them to our ids and back."""
+    return [tokenizer.hf.id_to_token(i) for i in range(tokenizer.vocab_size)]
+
+
+class _Weights:
+    """float32 numpy copies of state-dict tensors (never views: converters may change arrays in place)."""
+
+    def __init__(self, weights: dict[str, torch.Tensor]):
+        self.weights = weights
+
+    def __call__(self, name: str) -> np.ndarray:
+        return self.weights[name].detach().to(torch.float32).cpu().numpy().copy()
+
+
+def _linear(spec, get: _Weights, name: str) -> None:
+    spec.weight = get(f"{name}.weight")
+    spec.bias = get(f"{name}.bias")
+
+
+def _norm(spec, get: _Weights, name: str) -> None:
+    spec.gamma = get(f"{name}.weight")
+    spec.beta = get(f"{name}.bias")
+
+
+def _attention(spec, get: _Weights, name: str, norm: str) -> None:
+    """Self-attention: linear[0] the fused Q,K,V (our in_proj, same order). Cross-attention: linear[0]
+    the query, linear[1] the fused K,V (our q_proj, in_proj). The last linear is the output."""
+    if len(spec.linear) == 3:
+        _linear(spec.linear[0], get, f"{name}.q_proj")
+        _linear(spec.linear[1], get, f"{name}.in_proj")
+    else:
+        _linear(spec.linear[0], get, f"{name}.in_proj")
+    _linear(spec.linear[-1], get, f"{name}.out_proj")
+    _norm(spec.layer_norm, get, norm)
+
+
+def _feed_forward(spec, get: _Weights, layer: str) -> None:
+    _linear(spec.linear_0, get, f"{layer}.ffn.0")
+    _linear(spec.linear_1, get, f"{layer}.ffn.3")
+    _norm(spec.layer_norm, get, f"{layer}.res_ffn.norm")

@@ -1,0 +1,96 @@
+"""Translate with a CTranslate2 export of a run (export.py), with the same interface and search as the
+PyTorch Translator.
+
+How our search maps onto CTranslate2's translate_batch:
+- the limit of a·source_length + b tokens is per sentence, CTranslate2's per call: a batch is decoded
+  with its largest limit (max_decoding_length = limit + 1: CTranslate2 counts the EOS step), and a
+  hypothesis longer than its own sentence's limit is cut to it (small calls, one per limit, made int8
+  decoding several times slower);
+- hypotheses come back with their EOS (return_end_token), so the length a penalty sees counts it, as ours;
+- beam search: CTranslate2 divides a finished hypothesis's summed log-probability by length^p. With
+  p = our alpha this is our power penalty; GNMT's ((5 + length) / 6)^alpha it cannot express, so it
+  runs with p = alpha, and each hypothesis's sum is recovered (score × length^p) and ranked with GNMT.
+  That ranking is ours, except where more than beam_size hypotheses finish by the same step and
+  CTranslate2 keeps the best beam_size under p instead. (p is never 0: with no penalty CTranslate2
+  stops a sentence as soon as its best beam finishes, which ours does not.)
+- where ours forces EOS at the limit, CTranslate2 goes on or ends the hypothesis without it: greedy
+  output cut to the limit is ours (the same tokens); beam search can differ only for a sentence whose
+  hypotheses reach its limit (docs/deployment.md measures how often).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .batching import pad_batch
+from .errors import UserError
+from .export import SRC_TOKENIZER, TGT_TOKENIZER, read_meta, require_ctranslate2, vocabulary
+from .search import Hypothesis, SearchConfig, length_penalty, max_lengths
+from .tokenizer import EOS, TokenizerPair
+from .translator import TextTranslator
+
+
+class ExportedTranslator(TextTranslator):
+    """On CPU, `threads` single-threaded workers each decode a batch at a time (CTranslate2's
+    inter_threads; default: one per core), all batches submitted at once: on 2 cores that decoded 1.3-1.6×
+    as fast as one worker with 2 threads (docs/deployment.md)."""
+
+    def __init__(self, folder: Path, device: str = "auto", threads: int = 0):
+        ct2 = require_ctranslate2()
+        meta = read_meta(folder)
+        gpus = ct2.get_cuda_device_count()
+        if device == "cuda" and not gpus:
+            raise UserError("--device is cuda but no CUDA GPU is visible: use auto or cpu")
+        self.device = "cuda" if device == "cuda" or (device == "auto" and gpus) else "cpu"
+        workers = 1 if self.device == "cuda" else threads or os.cpu_count() or 1
+        try:
+            self.model = ct2.Translator(str(folder), device=self.device, compute_type="default",
+                                        inter_threads=workers, intra_threads=1 if self.device == "cpu" else threads)
+        except (RuntimeError, ValueError) as err:
+            raise UserError(f"CTranslate2 cannot load {folder}: {err}") from None
+        self.tokenizers = TokenizerPair.load(folder / SRC_TOKENIZER, folder / TGT_TOKENIZER, meta.joint_vocab)
+        self.decode = meta.decode_config
+        self.max_source = self.max_output = meta.max_positions - 1
+        self.checkpoint, self.step, self.quantization = Path(meta.checkpoint), meta.step, meta.quantization
+        self.src_tokens = vocabulary(self.tokenizers.src)
+        self.tgt_ids = {token: i for i, token in enumerate(vocabulary(self.tokenizers.tgt))}
+
+    def _search(self, batch: list[list[int]], search: SearchConfig) -> list[list[Hypothesis]]:
+        return next(self._search_batches([batch], search))
+
+    def _search_batches(self, batches: list[list[list[int]]],
+                        search: SearchConfig) -> Iterator[list[list[Hypothesis]]]:
+        """Every batch is submitted before the first is awaited, so that the workers decode in parallel."""
+        submitted = []
+        for batch in batches:
+            limits = max_lengths(pad_batch(batch), search.max_len_a, search.max_len_b, self.max_output).tolist()
+            pending = self.model.translate_batch([[self.src_tokens[t] for t in ids] for ids in batch],
+                                                 asynchronous=True, **self._options(search, max(limits)))
+            submitted.append((pending, limits))
+        for pending, limits in submitted:
+            yield [self._hypotheses(output.result(), search, limit) for output, limit in zip(pending, limits)]
+
+    @staticmethod
+    def _penalty(search: SearchConfig) -> float:
+        """CTranslate2's length_penalty: 0 for greedy (raw sums), else alpha (never 0, see above)."""
+        return 0.0 if search.beam_size == 1 else max(search.alpha, 1e-3)
+
+    def _options(self, search: SearchConfig, limit: int) -> dict:
+        beam = search.beam_size > 1
+        return dict(beam_size=search.beam_size, num_hypotheses=search.beam_size if beam else 1,
+                    length_penalty=self._penalty(search), max_decoding_length=limit + 1,
+                    min_decoding_length=search.min_len, return_scores=True, return_end_token=True,
+                    max_input_length=0, max_batch_size=0)
+
+    def _hypotheses(self, output, search: SearchConfig, limit: int) -> list[Hypothesis]:
+        hypotheses = []
+        for tokens, score in zip(output.hypotheses, output.scores):
+            ids = [self.tgt_ids[token] for token in tokens]
+            summed = score * len(ids) ** self._penalty(search)
+            ids = ids[:-1] if ids and ids[-1] == EOS and len(ids) <= limit + 1 else ids[:limit]
+            normalised = summed / length_penalty(len(ids) + 1, search.length_penalty, search.alpha) \
+                if search.beam_size > 1 else summed
+            hypotheses.append(Hypothesis(ids, normalised, summed))
+        hypotheses.sort(key=lambda h: -h.score)
+        return hypotheses[: search.nbest]
