@@ -3,6 +3,7 @@ import contextlib
 import datetime
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -217,6 +218,15 @@ def test_ddp_ranks_wait_for_a_long_preparation_outside_any_collective_and_share_
                        nprocs=2, start_method="spawn")
     mapped = {(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)}
     assert mapped == {str((Path(config.run.root) / "slow" / "data" / "train" / "src.ids").resolve())}
+
+
+def test_a_resumed_run_whose_store_was_deleted_encodes_it_again_with_its_own_tokenizers(tmp_path, corpus):
+    config = small_config(tmp_path, corpus, "rebuilt", max_steps=5)
+    first = train(config)
+    store = Path(config.run.root) / "rebuilt" / "data" / "train"
+    shutil.rmtree(store)
+    resumed = train(replace(config, train=replace(config.train, max_steps=7, resume=True)))
+    assert resumed.state.step == 7 and resumed.prepared.corpus_key == first.prepared.corpus_key
 
 
 def test_resuming_against_another_prepared_corpus_is_refused(tmp_path, corpus):
