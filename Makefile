@@ -14,7 +14,7 @@ RUN ?=
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-dev train translate evaluate export tensorboard test bench bench-deploy bench-data clean-venv
+.PHONY: install install-dev train translate evaluate export tensorboard test bench bench-deploy bench-data check-gpu clean-venv
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -61,6 +61,10 @@ bench: install-dev
 
 bench-deploy: install-dev
 	$(PY) scripts/bench_deploy.py $(ARGS)
+
+# On a GPU machine, with the PyTorch installed there (no .venv, no network): docs/gpu-check.md.
+check-gpu:
+	$(PYTHON) scripts/check_gpu.py $(ARGS)
 
 bench-data: install-dev
 	$(PY) scripts/bench_data.py $(ARGS)

@@ -322,6 +322,8 @@ class Trainer:
 
     def _log_window(self, window: "_Window", progress: tqdm) -> None:
         stats = window.flush(self.dist.world_size)
+        if self.device.type == "cuda":  # the most this process's tensors have held on the GPU so far
+            stats["gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         lr = self.scheduler.get_last_lr()[0]
         progress.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{stats['tokens_per_sec']:.0f}", lr=f"{lr:.2e}")
         if self.writer:
