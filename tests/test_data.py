@@ -1,3 +1,4 @@
+import gzip
 import time
 
 import pyarrow as pa
@@ -47,7 +48,11 @@ def test_local_formats_load_the_same_pairs(tmp_path, sample_pairs):
     tsv.write_text("".join(f"{en}\t{fr}\n" for en, fr in pairs), encoding="utf-8")
     (tmp_path / "c.en").write_text("".join(en + "\n" for en, _ in pairs), encoding="utf-8")
     (tmp_path / "c.fr").write_text("".join(fr + "\n" for _, fr in pairs), encoding="utf-8")
-    for files in ([str(jsonl)], [str(tsv)], [str(tmp_path / "c.en"), str(tmp_path / "c.fr")]):
+    for name in ("c.en", "c.fr", "c.tsv"):
+        with gzip.open(tmp_path / f"{name}.gz", "wt", encoding="utf-8") as handle:
+            handle.write((tmp_path / name).read_text(encoding="utf-8"))
+    for files in ([str(jsonl)], [str(tsv)], [str(tmp_path / "c.en"), str(tmp_path / "c.fr")],
+                  [str(tmp_path / "c.tsv.gz")], [str(tmp_path / "c.en.gz"), str(tmp_path / "c.fr.gz")]):
         assert load_pairs(DataConfig(source="files", files=files)) == pairs
 
 

@@ -7,8 +7,12 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import StoppedByRank0, UserError
+
+if TYPE_CHECKING:
+    from .translator import TextTranslator
 
 
 def main_guard(main: Callable[[], int | None]) -> None:
@@ -39,7 +43,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for decoding (default: PyTorch's or CTranslate2's)")
 
 
-def open_translator(args: argparse.Namespace):
+def open_translator(args: argparse.Namespace) -> TextTranslator:
     """The translator the model flags name, checked before anything loads."""
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")

@@ -77,7 +77,8 @@ def iter_pairs(cfg: DataConfig, bad: BadLines | None = None) -> Iterator[Pair]:
         yield from _hub_pairs(cfg)
         return
     paths = corpus_files(cfg)
-    if len(paths) == 2 and paths[0].suffix == f".{cfg.src_lang}" and paths[1].suffix == f".{cfg.tgt_lang}":
+    suffixes = [Path(path.name.removesuffix(".gz")).suffix for path in paths]
+    if suffixes == [f".{cfg.src_lang}", f".{cfg.tgt_lang}"]:
         yield from _parallel_pairs(paths[0], paths[1], bad)
         return
     for path in paths:
@@ -88,7 +89,7 @@ def iter_pairs(cfg: DataConfig, bad: BadLines | None = None) -> Iterator[Pair]:
             yield from _tsv_pairs(path, bad)
         else:
             raise DataError(f"{path}: unknown corpus format (use .jsonl[.gz], .tsv[.gz], or two aligned files "
-                            f"*.{cfg.src_lang} *.{cfg.tgt_lang})")
+                            f"*.{cfg.src_lang}[.gz] *.{cfg.tgt_lang}[.gz])")
 
 
 def hub_rows(cfg: DataConfig):

@@ -15,7 +15,7 @@ How our search maps onto CTranslate2's translate_batch:
   stops a sentence as soon as its best beam finishes, which ours does not.)
 - where ours forces EOS at the limit, CTranslate2 goes on or ends the hypothesis without it: greedy
   output cut to the limit is ours (the same tokens); beam search can differ only for a sentence whose
-  hypotheses reach its limit (docs/deployment.md measures how often).
+  hypotheses reach its limit (docs/deployment.md).
 """
 from __future__ import annotations
 
