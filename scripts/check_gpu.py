@@ -152,6 +152,7 @@ class Check:
 
         from transformer_mt.config import load_config
         from transformer_mt.store import open_store, read_manifest
+        from transformer_mt.tokenizer import Tokenizer
 
         events = EventAccumulator(str(run)).Reload()
         scalars = {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
@@ -161,7 +162,7 @@ class Check:
         store = open_store(run / "data" / "train", read_manifest(run / "data" / "train"))
         src_len = store.src_offsets[-1] / len(store) + 1
         tgt_len = store.tgt_offsets[-1] / len(store) + 1
-        vocab = len(json.loads((run / "tokenizer-tgt.json").read_text())["model"]["vocab"])
+        vocab = Tokenizer.load(run / "tokenizer-tgt.json").vocab_size
         flops = bench.training_flops_per_token(config.model, vocab, float(src_len), float(tgt_len))
         figures = {"target_tokens_per_second": tokens_per_second, "training_flops_per_token": flops,
                    "steps": int(max(events.Scalars("train/loss"), key=lambda e: e.step).step)
