@@ -13,7 +13,7 @@ from transformer_mt import checkpoint as ckpt
 from transformer_mt.averaging import average_checkpoints
 from transformer_mt.cli import main_guard, output_path, writing
 from transformer_mt.errors import UserError
-from transformer_mt.run import open_run
+from transformer_mt.run_folder import open_run
 
 
 def main() -> int:

@@ -159,11 +159,11 @@ def first_batch_seconds(code: Path, run_args: list[str]) -> float:
     fresh process after its imports (this checkout's code only)."""
     script = ("import sys, time, json\n"
               "from transformer_mt.config import load_config\n"
-              "from transformer_mt.pipeline import prepare\n"
+              "from transformer_mt.run_setup import set_up_run\n"
               "from transformer_mt.batching import collate, epoch_batches\n"
               "config = load_config('configs/sample.yaml', sys.argv[1:])\n"
               "started = time.perf_counter()\n"
-              "prepared = prepare(config, log=lambda *_: None)\n"
+              "prepared = set_up_run(config, log=lambda *_: None)\n"
               "plan = epoch_batches(prepared.train_ids, config.train.batch_tokens, config.train.seed, 0)\n"
               "collate(prepared.train_ids, plan[0])\n"
               "print(json.dumps(time.perf_counter() - started))\n")

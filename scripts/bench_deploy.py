@@ -9,7 +9,7 @@ Sizes: the benchmark's model (scripts/bench.py: d 256, 3+3 layers, vocabulary 8k
 sentences, and Transformer-base (configs/base.yaml's model, vocabulary 16k) on 128 of them; random
 weights, the same for every system (each export is of the very model ours decodes with). Every system
 decodes DECODE_LENGTH tokens and one more step, greedy and beam 4, batches of 64 taking turns step by
-step (scripts/bench.py's side_by_side). With --run (default runs/sample, when it exists), its test
+step (transformer_mt/benchmark/timing.py's side_by_side). With --run (default runs/sample, when it exists), its test
 split is translated by the PyTorch model in fp32 and by its fp32 and int8 exports: BLEU and seconds.
 Writes bench-deploy.json and prints Markdown tables.
 """
@@ -19,24 +19,29 @@ import argparse
 import json
 import platform
 import tempfile
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
-import bench
+from transformer_mt.benchmark.records import Spread
+from transformer_mt.benchmark.suite import cpu_model, log, run_script
+from transformer_mt.benchmark.systems import DECODE_LENGTH, decoding_job, ours, peer
+from transformer_mt.benchmark.timing import Job, side_by_side
+from transformer_mt.benchmark.workload import Workload
 from transformer_mt.cli import main_guard
 from transformer_mt.config import ModelConfig, load_config
 from transformer_mt.errors import UserError
 from transformer_mt.export import require_ctranslate2, save_spec, transformer_spec
-from transformer_mt.runtime import retain_freed_memory
+from transformer_mt.device import retain_freed_memory
+from transformer_mt.tokenizer import PAD
 
 ROOT = Path(__file__).resolve().parent.parent
 QUANTIZATIONS = ("float32", "int8")
 
 
 def ct2_job(model: torch.nn.Module, cfg: ModelConfig, vocab: int, quantization: str, batches: list[torch.Tensor],
-            beam: int, threads: int, folder: Path) -> bench.Job:
+            beam: int, threads: int, folder: Path) -> Job:
     """The CTranslate2 export of `model` decoding `batches` with the forced output length, as
     ExportedTranslator decodes: `threads` single-threaded workers, every batch submitted at once (so the
     job is one step, where the PyTorch systems take one per batch)."""
@@ -46,51 +51,51 @@ def ct2_job(model: torch.nn.Module, cfg: ModelConfig, vocab: int, quantization: 
     if not target.exists():
         save_spec(transformer_spec(cfg, model.state_dict(), tokens, tokens), target, quantization)
     translator = ct2.Translator(str(target), device="cpu", inter_threads=threads, intra_threads=1)
-    sources = [[[tokens[t] for t in row if t != bench.PAD] for row in src.tolist()] for src in batches]
+    sources = [[[tokens[t] for t in row if t != PAD] for row in src.tolist()] for src in batches]
 
     def step() -> None:
-        pending = [translator.translate_batch(batch, beam_size=beam, min_decoding_length=bench.DECODE_LENGTH,
-                                              max_decoding_length=bench.DECODE_LENGTH + 1, max_input_length=0,
+        pending = [translator.translate_batch(batch, beam_size=beam, min_decoding_length=DECODE_LENGTH,
+                                              max_decoding_length=DECODE_LENGTH + 1, max_input_length=0,
                                               length_penalty=0.0 if beam == 1 else 1.0, asynchronous=True)
                    for batch in sources]
         for results in pending:
             for result in results:
                 result.result()
 
-    return bench.Job([step])
+    return Job([step])
 
 
 def bench_size(name: str, cfg: ModelConfig, vocab: int, batches: list[torch.Tensor], threads: int, rounds: tuple[int, int],
-               peer: bool) -> dict:
+               with_peer: bool) -> dict:
     """Sentences/s and tokens/s of every system, greedy and beam 4."""
     device = torch.device("cpu")
-    systems = [bench.ours(cfg, vocab, device)] + ([bench.peer(cfg, vocab, device)] if peer else [])
+    systems = [ours(cfg, vocab, device)] + ([peer(cfg, vocab, device)] if with_peer else [])
     sentences = sum(src.size(0) for src in batches)
-    tokens = sentences * (bench.DECODE_LENGTH + 1)
+    tokens = sentences * (DECODE_LENGTH + 1)
     results = {"model": vars(cfg), "vocab": vocab, "sentences": sentences, "generated_tokens": tokens}
     with tempfile.TemporaryDirectory() as folder:
         for beam in (1, 4):
-            jobs = {system.name: bench.decoding_job(system, batches, beam, "fp32", device) for system in systems}
+            jobs = {system.name: decoding_job(system, batches, beam, "fp32", device) for system in systems}
             torch.manual_seed(0)  # the weights decoding_job gives ours, for the exports
-            model = bench.ours(cfg, vocab, device).build().eval()
+            model = ours(cfg, vocab, device).build().eval()
             for quantization in QUANTIZATIONS:
                 jobs[f"ct2_{quantization}"] = ct2_job(model, cfg, vocab, quantization, batches, beam, threads,
                                                       Path(folder))
-            seconds = bench.side_by_side(jobs, *rounds)
+            seconds = side_by_side(jobs, *rounds)
             label = "greedy" if beam == 1 else "beam4"
             for system, samples in seconds.items():
-                summary = bench.summary(samples)
-                results[f"{label}_{system}"] = {"seconds": summary,
-                                                "sentences_per_second": bench.per_second(sentences, summary),
-                                                "tokens_per_second": bench.per_second(tokens, summary)}
-            bench._log(f"{name} {label}: " + ", ".join(f"{s} {bench.summary(v)['median']:.2f} s" for s, v in seconds.items()))
+                spread = Spread.of(samples)
+                results[f"{label}_{system}"] = {"seconds": asdict(spread),
+                                                "sentences_per_second": asdict(spread.rate(sentences)),
+                                                "tokens_per_second": asdict(spread.rate(tokens))}
+            log(f"{name} {label}: " + ", ".join(f"{s} {Spread.of(v).median:.2f} s" for s, v in seconds.items()))
     return results
 
 
 def quality(run: Path, threads: int) -> dict:
     """BLEU and seconds on the run's test split: the PyTorch model in fp32, its fp32 and int8 exports."""
     def evaluate(*model: str, beam: int) -> dict:
-        out = bench._script("evaluate.py", *model, "--beam-size", str(beam), "--threads", str(threads), "--json",
+        out = run_script("evaluate.py", *model, "--beam-size", str(beam), "--threads", str(threads), "--json",
                             "--src", str(run / "data" / "test.en"), "--ref", str(run / "data" / "test.fr"))
         report = json.loads(out)
         return {"bleu": report["bleu"], "chrf": report["chrf"], "seconds": report["seconds"]}
@@ -100,7 +105,7 @@ def quality(run: Path, threads: int) -> dict:
         models = {"pytorch_fp32": ["--run", str(run)]}
         for quantization in QUANTIZATIONS:
             target = Path(folder) / quantization
-            bench._script("export.py", "--run", str(run), "--quantization", quantization, "--output", str(target))
+            run_script("export.py", "--run", str(run), "--quantization", quantization, "--output", str(target))
             models[f"ct2_{quantization}"] = ["--model", str(target)]
         for name, model in models.items():
             for beam in (1, 4):
@@ -123,15 +128,15 @@ def ratios(size: dict, peer: bool) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
-    setup = bench.Setup(args.smoke, torch.device("cpu"))
+    setup = Workload(args.smoke, torch.device("cpu"))
     base = replace(load_config(ROOT / "configs" / "base.yaml").model, dropout=0.0)
     sizes = {"bench": (setup.model_cfg, setup.vocab, setup.decode_batches(64)),
              "base": (replace(base, d_model=64, d_ff=128, encoder_layers=2, decoder_layers=2) if args.smoke else base,
                       1000 if args.smoke else 16000, setup.decode_batches(64)[: 1 if args.smoke else 2])}
     rounds = (0, 1) if args.smoke else (1, 3)
-    results = {"cpu": bench._cpu_model(), "threads": args.threads, "torch": torch.__version__,
+    results = {"cpu": cpu_model(), "threads": args.threads, "torch": torch.__version__,
                "ctranslate2": require_ctranslate2().__version__, "python": platform.python_version(),
-               "decode_length": bench.DECODE_LENGTH}
+               "decode_length": DECODE_LENGTH}
     for name, (cfg, vocab, batches) in sizes.items():
         results[name] = bench_size(name, cfg, vocab, batches, args.threads, rounds if name == "bench" else
                                    (rounds[0], max(1, rounds[1] - 1)), not args.no_peer)

@@ -146,10 +146,9 @@ class Check:
 
     @staticmethod
     def _training_figures(run: Path, peak: float | None) -> dict:
-        sys.path.insert(0, str(ROOT / "scripts"))
-        import bench
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+        from transformer_mt.benchmark.flops import training_flops_per_token
         from transformer_mt.config import load_config
         from transformer_mt.store import open_store, read_manifest
         from transformer_mt.tokenizer import Tokenizer
@@ -163,7 +162,7 @@ class Check:
         src_len = store.src_offsets[-1] / len(store) + 1
         tgt_len = store.tgt_offsets[-1] / len(store) + 1
         vocab = Tokenizer.load(run / "tokenizer-tgt.json").vocab_size
-        flops = bench.training_flops_per_token(config.model, vocab, float(src_len), float(tgt_len))
+        flops = training_flops_per_token(config.model, vocab, float(src_len), float(tgt_len))
         figures = {"target_tokens_per_second": tokens_per_second, "training_flops_per_token": flops,
                    "steps": int(max(events.Scalars("train/loss"), key=lambda e: e.step).step)
                    if "train/loss" in scalars else 0,

@@ -13,12 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-from transformer_mt.cli import (add_model_flags, add_search_flags, check_search_flags, main_guard, open_translator,
+from transformer_mt.cli import (add_model_flags, add_search_flags, decode_settings, main_guard, open_translator,
                                 output_path, writing)
 from transformer_mt.data import read_lines
 from transformer_mt.errors import UserError
 from transformer_mt.metrics import corpus_scores
-from transformer_mt.runtime import retain_freed_memory
+from transformer_mt.device import retain_freed_memory
 from transformer_mt.translator import TextTranslator
 
 
@@ -36,13 +36,12 @@ def main() -> int:
         raise UserError("give --src and --ref together, or neither (the run's test split)")
     if args.model and args.src is None:
         raise UserError("an export holds no test split: give --src and --ref with --model")
-    check_search_flags(args)
     output = output_path("--output", args.output) if args.output else None
     translator = open_translator(args)
     sources, references = _inputs(translator, args.src, args.ref)
-    search = translator.search_config(beam_size=args.beam_size, max_len_a=args.max_len_a, max_len_b=args.max_len_b)
+    decode = decode_settings(args, translator.decode)
     started = time.perf_counter()
-    hypotheses = [hyps[0].text for hyps in translator.translate(sources, search, args.batch_size)]
+    hypotheses = [hyps[0].text for hyps in translator.translate(sources, decode)]
     seconds = time.perf_counter() - started
     scores = corpus_scores(hypotheses, references)
     if note := translator.empty_note(sources, hypotheses):
@@ -51,13 +50,13 @@ def main() -> int:
         with writing("--output", output):
             output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     report = {"bleu": round(scores.bleu, 2), "chrf": round(scores.chrf, 2), "signature": scores.signature,
-              "sentences": len(sources), "seconds": round(seconds, 2), "beam_size": search.beam_size,
+              "sentences": len(sources), "seconds": round(seconds, 2), "beam_size": decode.beam_size,
               "checkpoint": str(translator.checkpoint), "step": translator.step}
     if args.json:
         print(json.dumps(report))
     else:
         print(f"BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  ({len(sources)} sentences, beam "
-              f"{search.beam_size}, {seconds:.1f} s, {translator.checkpoint})\nsignature: {scores.signature}")
+              f"{decode.beam_size}, {seconds:.1f} s, {translator.checkpoint})\nsignature: {scores.signature}")
     return 0
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from transformer_mt.cli import main_guard
 from transformer_mt.errors import UserError
 from transformer_mt.export import QUANTIZATIONS, export_ctranslate2
-from transformer_mt.run import latest_run, open_run
+from transformer_mt.run_folder import latest_run, open_run
 
 
 def main() -> int:

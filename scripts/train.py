@@ -12,9 +12,10 @@ import torch
 
 from transformer_mt.cli import main_guard
 from transformer_mt.config import load_config
-from transformer_mt.pipeline import prepare_on_every_rank
-from transformer_mt.runtime import pick_device, pick_precision, retain_freed_memory
-from transformer_mt.trainer import Distributed, Trainer
+from transformer_mt.run_setup import set_up_run_on_every_rank
+from transformer_mt.device import pick_device, pick_precision, retain_freed_memory
+from transformer_mt.training.distributed import Distributed
+from transformer_mt.training.loop import Trainer
 
 
 def main() -> int:
@@ -32,7 +33,7 @@ def main() -> int:
     if distributed.world_size > 1:
         _init_process_group(config.train.device)
     try:
-        prepared = prepare_on_every_rank(config, distributed.rank, distributed.world_size)
+        prepared = set_up_run_on_every_rank(config, distributed.rank, distributed.world_size)
         Trainer(config, prepared, distributed).fit()
     finally:
         if distributed.world_size > 1:

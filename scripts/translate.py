@@ -14,10 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from transformer_mt.cli import (add_model_flags, add_search_flags, check_search_flags, main_guard, open_translator,
+from transformer_mt.cli import (add_model_flags, add_search_flags, decode_settings, main_guard, open_translator,
                                 output_path, writing)
 from transformer_mt.errors import UserError
-from transformer_mt.runtime import retain_freed_memory
+from transformer_mt.device import retain_freed_memory
 from transformer_mt.translator import Translator
 
 
@@ -30,19 +30,17 @@ def main() -> int:
     parser.add_argument("--attention", metavar="OUT.png", help="save the cross-attention heatmaps of the sentence")
     args = parser.parse_args()
     retain_freed_memory()
-    check_search_flags(args)
     if args.attention and args.model:
         raise UserError("--attention needs a run's PyTorch model, not an export (--model)")
     attention = _attention_path(args.attention) if args.attention else None
     translator = open_translator(args)
-    search = translator.search_config(beam_size=args.beam_size, max_len_a=args.max_len_a,
-                                      max_len_b=args.max_len_b, nbest=args.nbest)
-    if not 1 <= args.nbest <= search.beam_size:
-        raise UserError(f"--nbest must be between 1 and the beam size ({search.beam_size})")
+    decode = decode_settings(args, translator.decode)
+    if not 1 <= args.nbest <= decode.beam_size:
+        raise UserError(f"--nbest must be between 1 and the beam size ({decode.beam_size})")
     sentences = args.sentences if args.sentences else [line.rstrip("\n") for line in sys.stdin]
     if attention:
         _save_attention(translator, sentences, attention)
-    translations = translator.translate(sentences, search, args.batch_size)
+    translations = translator.translate(sentences, decode, args.nbest)
     for hyps in translations:
         if args.nbest == 1:
             print(hyps[0].text)
@@ -56,8 +54,8 @@ def main() -> int:
 
 
 def _attention_path(value: str) -> Path:
-    """Checked before the model loads. matplotlib picks the format from the extension and would add
-    .png to a bare name (`--attention out/` wrote `out.png` beside the folder)."""
+    """Checked before the model loads. matplotlib picks the format from the extension and adds .png to
+    a name without one, which would write a file the user did not name."""
     from transformer_mt.attention import figures_available
 
     if not figures_available():

@@ -8,9 +8,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from transformer_mt.batching import Batch
-from transformer_mt.config import ModelConfig
+from transformer_mt.benchmark import flops, records, suite, systems, timing
+from transformer_mt.config import DecodeConfig, ModelConfig
+from transformer_mt.errors import UserError
 from transformer_mt.model import Transformer
-from transformer_mt.search import SearchConfig, beam_search, greedy
+from transformer_mt.search import beam_search, greedy
 from transformer_mt.tokenizer import EOS, PAD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,11 +29,11 @@ def test_decoding_flops_count_the_matmuls_our_search_runs(beam):
     model = Transformer(cfg, 100, 100, shared_vocab=True).eval()
     src = torch.randint(4, 100, (3, 6))
     src[:, -1] = EOS
-    search = SearchConfig(beam_size=beam, max_len_a=0.0, max_len_b=bench.DECODE_LENGTH, min_len=bench.DECODE_LENGTH)
+    search = DecodeConfig(beam_size=beam, max_len_a=0.0, max_len_b=systems.DECODE_LENGTH, min_len=systems.DECODE_LENGTH)
     with FlopCounterMode(display=False) as counter:
         (greedy if beam == 1 else beam_search)(model, src, search, model.max_output_len)
-    assert counter.get_total_flops() == bench.decoding_flops(cfg, 100, [src], beam)
-    assert bench.decoding_flops(cfg, 100, [src], beam, attention=False) < counter.get_total_flops()
+    assert counter.get_total_flops() == flops.decoding_flops(cfg, 100, [src], beam, systems.DECODE_LENGTH)
+    assert flops.decoding_flops(cfg, 100, [src], beam, systems.DECODE_LENGTH, attention=False) < counter.get_total_flops()
 
 
 def test_source_pad_gemm_share_is_the_linear_work_the_peer_does_and_we_skip():
@@ -46,32 +48,32 @@ def test_source_pad_gemm_share_is_the_linear_work_the_peer_does_and_we_skip():
     tgt[2, 3:] = PAD
     batch = Batch(src=src, tgt_in=tgt, tgt_out=tgt)
 
-    def linear_flops(system: bench.System) -> int:
+    def linear_flops(system: systems.System) -> int:
         model = system.build()
         with FlopCounterMode(display=False) as counter:
             system.logits(model, batch)
         counts = counter.get_flop_counts()["Global"]
         return counts.get(torch.ops.aten.mm, 0) + counts.get(torch.ops.aten.addmm, 0)
 
-    ours, peer = (linear_flops(make(cfg, 100, torch.device("cpu"))) for make in (bench.ours, bench.peer))
+    ours, peer = (linear_flops(make(cfg, 100, torch.device("cpu"))) for make in (systems.ours, systems.peer))
     assert ours < peer
-    assert bench.source_pad_gemm_share(cfg, 100, [batch]) == pytest.approx(1 - ours / peer, rel=1e-12)
+    assert flops.source_pad_gemm_share(cfg, 100, [batch]) == pytest.approx(1 - ours / peer, rel=1e-12)
 
 
 def test_profile_job_counts_linear_layer_gemms_apart_from_other_ops():
     layer, x = torch.nn.Linear(64, 64), torch.randn(32, 64)
-    with_gemm = bench.profile_job(lambda: [layer(x).relu() for _ in range(20)])
-    without = bench.profile_job(lambda: [x.relu().exp() for _ in range(20)])
-    assert 0 < with_gemm["gemm_seconds"] < with_gemm["total_seconds"]
-    assert "aten::addmm" in with_gemm["top_ops_seconds"]
-    assert without["gemm_seconds"] == 0 and without["total_seconds"] > 0
+    with_gemm = timing.profile_job(lambda: [layer(x).relu() for _ in range(20)])
+    without = timing.profile_job(lambda: [x.relu().exp() for _ in range(20)])
+    assert 0 < with_gemm.gemm_seconds < with_gemm.total_seconds
+    assert "aten::addmm" in with_gemm.top_ops_seconds
+    assert without.gemm_seconds == 0 and without.total_seconds > 0
 
 
 def test_side_by_side_takes_turns_step_by_step_starting_one_further_on():
     calls: list[str] = []
-    jobs = {name: bench.Job([lambda step=f"{name}{i}": calls.append(step) for i in range(steps)])
+    jobs = {name: timing.Job([lambda step=f"{name}{i}": calls.append(step) for i in range(steps)])
             for name, steps in (("a", 2), ("b", 2), ("c", 1))}
-    seconds = bench.side_by_side(jobs, warmup=1, repeats=2)
+    seconds = timing.side_by_side(jobs, warmup=1, repeats=2)
     warmup = ["a0", "a1", "b0", "b1", "c0"]
     round0 = ["a0", "b0", "c0", "b1", "a1"]  # turn 1 starts at b; c has no second step
     round1 = ["b0", "c0", "a0", "a1", "b1"]
@@ -81,15 +83,15 @@ def test_side_by_side_takes_turns_step_by_step_starting_one_further_on():
 
 
 def test_matmul_peak_pools_every_sampling_and_fp16_is_measured_on_cuda_only():
-    peak = bench.MatmulPeak(64, torch.float16, torch.device("cpu"))
+    peak = timing.MatmulPeak(64, torch.float16, torch.device("cpu"))
     peak.measure(2)
-    timed = peak.alongside({"other": bench.Job([lambda: None])}, warmup=0, repeats=3)
+    timed = peak.alongside({"other": timing.Job([lambda: None])}, warmup=0, repeats=3)
     assert list(timed) == ["other"] and len(timed["other"]) == 3
     figure = peak.gflops()
-    assert figure["samples"] == 5 and 0 < figure["min"] <= figure["median"] <= figure["max"]
-    assert figure["max"] == pytest.approx(2 * 64**3 / min(peak.seconds) / 1e9)
-    assert bench.peak_only_precisions(torch.device("cuda")) == ("fp16",)
-    assert bench.peak_only_precisions(torch.device("cpu")) == ()
+    assert figure.samples == 5 and 0 < figure.min <= figure.median <= figure.max
+    assert figure.max == pytest.approx(2 * 64**3 / min(peak.seconds) / 1e9)
+    assert suite.peak_only_precisions(torch.device("cuda")) == ("fp16",)
+    assert suite.peak_only_precisions(torch.device("cpu")) == ()
 
 
 def test_bench_smoke_run_writes_json_with_ratios(tmp_path):
@@ -138,19 +140,20 @@ def test_bad_arguments_fail_before_measuring(tmp_path, flags, message):
 
 
 def test_a_failing_script_is_one_line_naming_it_and_its_last_error():
-    with pytest.raises(bench.UserError, match=r"^scripts/train.py exited with 2: error: .*no-such.yaml"):
-        bench._script("train.py", "no-such.yaml")
+    with pytest.raises(UserError, match=r"^scripts/train.py exited with 2: error: .*no-such.yaml"):
+        suite.run_script("train.py", "no-such.yaml")
 
 
 def test_a_failed_quality_run_keeps_the_timings_and_exits_with_one_line(tmp_path, monkeypatch, capsys):
-    figures = {"min": 1.0, "median": 2.0, "max": 3.0}
-    measured = {"device": "cpu", "torch": torch.__version__, "date": "today", "matmul_gflops": {"fp32": figures},
-                "train": {}, "decode": {}, "ratios": {"greedy_fp32": 1.5}, "profiles": {}, "skipped": {},
-                "quality": {"error": "scripts/train.py exited with 1: error: disk full"}}
-    monkeypatch.setattr(bench, "run", lambda args: measured)
+    measured = records.BenchReport("cpu", torch.__version__, "today", {}, 100,
+                                   matmul_gflops={"fp32": records.MatmulFigure(1.0, 2.0, 3.0, samples=3)},
+                                   ratios={"greedy_fp32": 1.5},
+                                   quality=records.Quality("configs/sample.yaml", 3.0,
+                                                           error="scripts/train.py exited with 1: error: disk full"))
+    monkeypatch.setattr(suite, "measure", lambda options: measured)
     output = tmp_path / "bench.json"
     monkeypatch.setattr(sys, "argv", ["bench.py", "--output", str(output)])
-    with pytest.raises(bench.UserError, match=rf"quality per budget failed \({output} has the other figures\): .*disk full"):
+    with pytest.raises(UserError, match=rf"quality per budget failed \({output} has the other figures\): .*disk full"):
         bench.main()
     assert json.loads(output.read_text())["ratios"] == {"greedy_fp32": 1.5}
     assert "| greedy_fp32 | 1.50 |" in capsys.readouterr().out

@@ -33,3 +33,16 @@ def test_a_failed_copy_leaves_no_temporary(tmp_path):
     with pytest.raises(OSError):
         ckpt.copy_atomic(source, tmp_path / "last.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "step.pt"]
+
+
+def test_a_checkpoint_in_a_newer_format_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "last.pt"
+    ckpt.save_atomic({"model": {}, "config": {}}, path)
+    assert ckpt.load(path)["format_version"] == ckpt.FORMAT_VERSION
+    torch.save({"model": {}, "config": {}, "format_version": ckpt.FORMAT_VERSION + 1}, path)
+    with pytest.raises(ckpt.CheckpointError, match=rf"format {ckpt.FORMAT_VERSION + 1}, which this transformer-mt "
+                                                   rf"\(format {ckpt.FORMAT_VERSION}\) cannot read"):
+        ckpt.load(path)
+    torch.save({"model": {}, "config": {}}, path)
+    with pytest.raises(ckpt.CheckpointError, match="is not a transformer-mt checkpoint"):
+        ckpt.load(path)

@@ -14,12 +14,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tests.test_model import naive_attention, tiny, tokens
 from tests.trainer_helpers import small_config, small_corpus
 from transformer_mt.batching import collate, pad_batch
+from transformer_mt.config import DecodeConfig
 from transformer_mt.model import attend
-from transformer_mt.pipeline import prepare
-from transformer_mt.run import open_run
-from transformer_mt.search import SearchConfig, beam_search, greedy
+from transformer_mt.run_setup import set_up_run
+from transformer_mt.run_folder import open_run
+from transformer_mt.search import beam_search, greedy
 from transformer_mt.tokenizer import EOS
-from transformer_mt.trainer import Trainer, smoothed_loss
+from transformer_mt.training.loop import Trainer
+from transformer_mt.training.objective import smoothed_loss
 from transformer_mt.translator import Translator
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -83,7 +85,7 @@ def test_a_mixed_precision_step_gives_a_finite_loss_close_to_fp32s(tmp_path, cor
     for name in ("fp32", precision):
         config = small_config(tmp_path, corpus, f"{name}-step", dropout=0.0, device="cuda", precision=name,
                               max_steps=1)
-        trainer = Trainer(config, prepare(config, log=lambda *_: None))
+        trainer = Trainer(config, set_up_run(config, log=lambda *_: None))
         trainer.fit()  # one update, through the trainer's autocast (and, for fp16, its gradient scaler)
         batch = collate(trainer.prepared.train_ids, torch.arange(8)).to(CUDA)
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16 if name == "bf16" else torch.float16,
@@ -99,7 +101,7 @@ def test_search_on_cuda_gives_the_cpus_tokens(beam):
     torch.backends.cuda.matmul.allow_tf32 = False
     model = tiny()
     src = pad_batch([[5, 9, 12, EOS], [7, 8, EOS], [20, 21, 22, 23, 24, EOS]])
-    search = SearchConfig(beam_size=beam, max_len_a=1.0, max_len_b=6)
+    search = DecodeConfig(beam_size=beam, max_len_a=1.0, max_len_b=6)
     run = greedy if beam == 1 else beam_search
     on_cpu = run(model, src, search, model.max_output_len)
     on_cuda = run(model.to(CUDA), src.to(CUDA), search, model.max_output_len)
@@ -109,10 +111,10 @@ def test_search_on_cuda_gives_the_cpus_tokens(beam):
 
 def test_a_checkpoint_trained_on_cuda_translates_on_cpu(tmp_path, corpus):
     config = small_config(tmp_path, corpus, "cuda-run", device="cuda", precision="bf16", max_steps=3)
-    Trainer(config, prepare(config, log=lambda *_: None)).fit()
+    Trainer(config, set_up_run(config, log=lambda *_: None)).fit()
     translator = Translator(open_run(Path(config.run.root) / "cuda-run"), device="cpu")
     assert next(translator.model.parameters()).device.type == "cpu"
-    assert len(translator.translate(["Hello.", "Where is it?"], translator.search_config(beam_size=2))) == 2
+    assert len(translator.translate(["Hello.", "Where is it?"], replace(translator.decode, beam_size=2))) == 2
 
 
 def test_resume_on_cuda_continues_as_training_straight_through(tmp_path, corpus, monkeypatch):
@@ -125,11 +127,11 @@ def test_resume_on_cuda_continues_as_training_straight_through(tmp_path, corpus,
         options = dict(device="cuda", precision="fp32", dropout=0.0, batch_tokens=1200)
         straight = small_config(tmp_path, corpus, "straight", max_steps=12, **options)
         first = small_config(tmp_path, corpus, "halves", max_steps=6, **options)
-        whole = Trainer(straight, prepare(straight, log=lambda *_: None))
+        whole = Trainer(straight, set_up_run(straight, log=lambda *_: None))
         whole.fit()
-        Trainer(first, prepare(first, log=lambda *_: None)).fit()
+        Trainer(first, set_up_run(first, log=lambda *_: None)).fit()
         second = replace(first, train=replace(first.train, max_steps=12, resume=True))
-        resumed = Trainer(second, prepare(second, log=lambda *_: None))
+        resumed = Trainer(second, set_up_run(second, log=lambda *_: None))
         resumed.fit()
     finally:
         torch.use_deterministic_algorithms(False)

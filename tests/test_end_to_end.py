@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -202,16 +203,17 @@ def test_evaluate_refuses_an_empty_source_file(trained, tmp_path):
 
 
 def test_translation_batches_default_to_the_runs_decode_batch_size(trained, monkeypatch):
-    from transformer_mt.run import open_run
+    from transformer_mt.run_folder import open_run
     from transformer_mt.translator import Translator
     translator = Translator(open_run(trained[1]), device="cpu")
     translator.config.decode.batch_size = 2
     sizes, search = [], translator._search
-    monkeypatch.setattr(translator, "_search", lambda batch, cfg: sizes.append(len(batch)) or search(batch, cfg))
-    translator.translate(["Hello.", "Thanks.", "Go.", "I see.", "Wait."], translator.search_config(beam_size=1))
+    monkeypatch.setattr(translator, "_search",
+                        lambda batch, cfg, nbest: sizes.append(len(batch)) or search(batch, cfg, nbest))
+    translator.translate(["Hello.", "Thanks.", "Go.", "I see.", "Wait."], replace(translator.decode, beam_size=1))
     assert sizes == [2, 2, 1]
     sizes.clear()
-    translator.translate(["Hello.", "Thanks.", "Go."], translator.search_config(beam_size=1), batch_size=3)
+    translator.translate(["Hello.", "Thanks.", "Go."], replace(translator.decode, beam_size=1, batch_size=3))
     assert sizes == [3]
 
 
@@ -312,23 +314,23 @@ def test_a_bad_attention_path_fails_before_the_model_loads(tmp_path, name, messa
 
 
 def test_bf16_decoding_casts_the_weights_and_keeps_the_translations(trained):
-    from transformer_mt.run import open_run
+    from transformer_mt.run_folder import open_run
     from transformer_mt.translator import Translator
     _, run, _, train_pairs = trained
     sources = [en for en, _ in train_pairs[:40]]
     fp32, bf16 = (Translator(open_run(run), device="cpu", precision=p) for p in ("fp32", "bf16"))
     assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
-    search = fp32.search_config(beam_size=3)
+    search = replace(fp32.decode, beam_size=3)
     full = [t[0].text for t in fp32.translate(sources, search)]
     half = [t[0].text for t in bf16.translate(sources, search)]
     assert sum(a == b for a, b in zip(full, half)) >= 0.9 * len(sources), list(zip(full, half))
 
 
 def test_bf16_decoding_on_a_cpu_without_bf16_warns_once(trained, monkeypatch, capsys):
-    from transformer_mt import runtime
-    from transformer_mt.run import open_run
+    from transformer_mt import device
+    from transformer_mt.run_folder import open_run
     from transformer_mt.translator import Translator
-    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_supports_bf16", lambda: False)
     Translator(open_run(trained[1]), device="cpu", precision="bf16")
     assert capsys.readouterr().err.count("warning: bf16 on this CPU is emulated") == 1
     Translator(open_run(trained[1]), device="cpu", precision="fp32")
@@ -348,18 +350,17 @@ def test_the_fp32_export_decodes_as_the_pytorch_model_does(trained, export, beam
     """Test split and training pairs, every hypothesis of the n-best list (GNMT: the best one); scores on
     the training pairs it reproduces, which end in EOS (at the length limit, where ours forces EOS,
     CTranslate2 scores the token it chose instead)."""
-    from dataclasses import replace
 
     from transformer_mt.data import read_split
     from transformer_mt.exported import ExportedTranslator
-    from transformer_mt.run import open_run
+    from transformer_mt.run_folder import open_run
     from transformer_mt.translator import Translator
 
     _, run, _, train_pairs = trained
     ours, theirs = Translator(open_run(run), device="cpu"), ExportedTranslator(export, "cpu", threads=1)
     sentences = [s for s, _ in read_split(run / "data" / "test.en", run / "data" / "test.fr") + train_pairs[:80]]
-    search = replace(ours.search_config(beam_size=beam, nbest=beam), length_penalty=penalty)
-    want, got = ours.translate(sentences, search), theirs.translate(sentences, search)
+    search = replace(ours.decode, beam_size=beam, length_penalty=penalty)
+    want, got = ours.translate(sentences, search, nbest=beam), theirs.translate(sentences, search, nbest=beam)
     assert [h[0].text for h in got] == [h[0].text for h in want]
     if penalty == "power" or beam == 1:
         assert [[h.text for h in hyps] for hyps in got] == [[h.text for h in hyps] for hyps in want]

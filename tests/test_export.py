@@ -15,7 +15,7 @@ from transformer_mt.errors import UserError
 from transformer_mt.export import META, export_ctranslate2, read_meta, require_ctranslate2, vocabulary
 from transformer_mt.exported import ExportedTranslator
 from transformer_mt.model import Transformer
-from transformer_mt.run import RunPaths
+from transformer_mt.run_folder import RunPaths
 from transformer_mt.tokenizer import BOS, EOS, TokenizerPair
 from transformer_mt.translator import Translator
 
@@ -79,7 +79,7 @@ def test_greedy_search_gives_our_tokens(exported, sample_pairs):
     run, folder = exported
     ours, theirs = Translator(run, device="cpu"), ExportedTranslator(folder, "cpu", threads=1)
     sentences = [s for s, _ in sample_pairs[600:640]]
-    search = ours.search_config(beam_size=1, max_len_a=1.0, max_len_b=5)  # a random model stops at the limit
+    search = replace(ours.decode, beam_size=1, max_len_a=1.0, max_len_b=5)  # a random model stops at the limit
     assert [h[0].text for h in theirs.translate(sentences, search)] == [h[0].text for h in ours.translate(sentences, search)]
 
 
@@ -96,7 +96,7 @@ def test_int8_export_translates(tmp_path, sample_pairs):
     export_ctranslate2(run, None, tmp_path / "int8", "int8")
     translator = ExportedTranslator(tmp_path / "int8", "cpu")
     assert translator.quantization == "int8"
-    assert len(translator.translate(["Hello.", ""], translator.search_config(beam_size=2))) == 2
+    assert len(translator.translate(["Hello.", ""], replace(translator.decode, beam_size=2))) == 2
 
 
 def test_an_existing_export_is_replaced_only_with_force_and_a_failed_export_leaves_nothing(tmp_path, sample_pairs,
@@ -161,7 +161,7 @@ def test_a_sentence_past_its_limit_is_cut_to_it_as_ours_is(tmp_path, sample_pair
     export_ctranslate2(run, None, tmp_path / "ct2", "float32")
     ours, theirs = Translator(run, device="cpu"), ExportedTranslator(tmp_path / "ct2", "cpu")
     sentences = ["Go.", "I think that we should leave before it starts to rain again tonight."]
-    search = replace(ours.search_config(beam_size=1), max_len_a=0.5, max_len_b=1)
+    search = replace(ours.decode, beam_size=1, max_len_a=0.5, max_len_b=1)
     got, want = theirs.translate(sentences, search), ours.translate(sentences, search)
     assert [h[0].text for h in got] == [h[0].text for h in want]
     encoded = theirs.encode(sentences)

@@ -90,7 +90,7 @@ def test_attention_in_bf16_matches_fp32():
     reference = naive_attention(q.float(), k.float(), v.float(), keep)
     torch.testing.assert_close(attend(q, k, v, keep, False, 0.0, False)[0].float(), reference, atol=2e-2, rtol=2e-2)
     with torch.no_grad():
-        step = attend(q[:, :, :1], k, v, keep, False, 0.0, False)[0]
+        step = attend(q[:, :, :1], k, v, keep, False, 0.0, False, incremental=True)[0]
     torch.testing.assert_close(step.float(), reference[:, :, :1], atol=2e-2, rtol=2e-2)
 
 

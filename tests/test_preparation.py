@@ -9,8 +9,8 @@ from tests.conftest import write_jsonl
 from tests.trainer_helpers import small_config
 from transformer_mt import data, preparation
 from transformer_mt.data import DataError, clean_pair
-from transformer_mt.pipeline import prepare
-from transformer_mt.run import RunPaths
+from transformer_mt.run_setup import set_up_run
+from transformer_mt.run_folder import RunPaths
 from transformer_mt.splitting import Cuts, Selection, source_hashes
 from transformer_mt.store import read_manifest
 
@@ -56,7 +56,7 @@ def expected_split(pairs, cfg):
 def test_the_hash_split_is_grouped_by_source_disjoint_sized_and_deterministic(tmp_path, corpus):
     path, pairs = corpus
     config = config_for(tmp_path, path)
-    prepared = prepare(config, **QUIET)
+    prepared = set_up_run(config, **QUIET)
     splits = splits_of(prepared.run)
     valid, test, train = expected_split(pairs, config.data)
     assert splits["valid"] == valid and splits["test"] == test
@@ -67,20 +67,20 @@ def test_the_hash_split_is_grouped_by_source_disjoint_sized_and_deterministic(tm
     assert sum(len(part) for part in (valid, test, train)) == len([p for p in pairs if clean_pair(*p, config.data)])
     holder = next(part for part in (valid, test, [p for p, _, _ in train]) if ("Same source.", "Traduction numéro 0.") in part)
     assert sum(s == "Same source." for s, _ in holder) == 5
-    again = prepare(replace(config, run=replace(config.run, name="again")), **QUIET)
+    again = set_up_run(replace(config, run=replace(config.run, name="again")), **QUIET)
     assert splits_of(again.run) == splits and stored_pairs(again) == stored_pairs(prepared)
     other_seed = config_for(tmp_path, path, name="seed8", seed=8)
-    assert splits_of(prepare(other_seed, **QUIET).run)["valid"] != splits["valid"]
+    assert splits_of(set_up_run(other_seed, **QUIET).run)["valid"] != splits["valid"]
 
 
 def test_the_store_holds_exactly_the_ids_of_encoding_the_pairs(tmp_path, corpus, monkeypatch):
     monkeypatch.setattr(preparation, "CHUNK", 128)  # many chunks in every pass
     path, pairs = corpus
     config = config_for(tmp_path, path)
-    prepared = prepare(config, **QUIET)
+    prepared = set_up_run(config, **QUIET)
     _, _, train = expected_split(pairs, config.data)
     config = replace(config, model=replace(config.model, max_positions=16), run=replace(config.run, name="cut"))
-    prepared = prepare(config, **QUIET)
+    prepared = set_up_run(config, **QUIET)
     tok, ids, limit = prepared.tokenizers, prepared.train_ids, config.model.max_positions - 1
     assert isinstance(ids.src_ids, np.memmap) and len(ids) == len(train)
     for i, ((src, tgt), _, _) in enumerate(train):
@@ -92,7 +92,7 @@ def test_the_store_holds_exactly_the_ids_of_encoding_the_pairs(tmp_path, corpus,
 def test_max_pairs_keeps_the_training_pairs_that_come_first_in_hash_order(tmp_path, corpus):
     path, pairs = corpus
     config = config_for(tmp_path, path, max_pairs=500)
-    prepared = prepare(config, **QUIET)
+    prepared = set_up_run(config, **QUIET)
     _, _, train = expected_split(pairs, config.data)
     first = sorted(sorted(train, key=lambda t: (t[1], t[2]))[:500], key=lambda t: t[2])
     assert stored_pairs(prepared) == [pair for pair, _, _ in first]
@@ -126,10 +126,10 @@ def test_bpe_learns_from_a_bounded_seeded_sample_of_the_training_pairs(tmp_path,
 def test_a_rerun_reuses_the_prepared_corpus_without_reading_the_text(tmp_path, corpus, monkeypatch):
     path, _ = corpus
     config = config_for(tmp_path, path)
-    first = prepare(config, **QUIET)
+    first = set_up_run(config, **QUIET)
     stamp = (first.run.store / "manifest.json").stat().st_mtime_ns
     monkeypatch.setattr(data, "iter_pairs", lambda *a, **k: pytest.fail("the corpus was read again"))
-    again = prepare(replace(config, model=replace(config.model, d_model=48)), **QUIET)  # another model: fine
+    again = set_up_run(replace(config, model=replace(config.model, d_model=48)), **QUIET)  # another model: fine
     assert (again.run.store / "manifest.json").stat().st_mtime_ns == stamp and again.corpus_key == first.corpus_key
     assert "d_model: 48" in again.run.config.read_text()
 
@@ -138,20 +138,20 @@ def test_a_changed_corpus_or_data_setting_is_prepared_again(tmp_path, corpus, sa
     path, pairs = corpus
     copy = write_jsonl(tmp_path / "copy.jsonl", pairs)
     config = config_for(tmp_path, copy)
-    first = prepare(config, **QUIET)
+    first = set_up_run(config, **QUIET)
     write_jsonl(copy, pairs[:-10])  # the file changed: size and time
-    again = prepare(config, **QUIET)
+    again = set_up_run(config, **QUIET)
     assert again.corpus_key != first.corpus_key and len(again.train_ids) < len(first.train_ids)
-    fewer = prepare(replace(config, data=replace(config.data, max_pairs=100)), **QUIET)
+    fewer = set_up_run(replace(config, data=replace(config.data, max_pairs=100)), **QUIET)
     assert len(fewer.train_ids) == 100
 
 
 def test_a_preparation_cut_short_is_prepared_again_and_a_failed_one_leaves_nothing(tmp_path, corpus, monkeypatch):
     path, _ = corpus
     config = config_for(tmp_path, path)
-    run = prepare(config, **QUIET).run
+    run = set_up_run(config, **QUIET).run
     (run.store / "manifest.json").unlink()  # as if killed before the manifest was written
-    again = prepare(config, **QUIET)
+    again = set_up_run(config, **QUIET)
     assert read_manifest(run.store) is not None and len(again.train_ids) > 0
 
     def interrupted(*args, **kwargs):
@@ -160,17 +160,17 @@ def test_a_preparation_cut_short_is_prepared_again_and_a_failed_one_leaves_nothi
     monkeypatch.setattr(preparation, "_encode", interrupted)
     fresh = config_for(tmp_path, path, name="interrupted")
     with pytest.raises(KeyboardInterrupt):
-        prepare(fresh, **QUIET)
+        set_up_run(fresh, **QUIET)
     assert not (Path(fresh.run.root) / "interrupted").exists()
 
 
 def test_corpus_problems_are_one_line_errors(tmp_path, sample_pairs):
     empty = write_jsonl(tmp_path / "empty.jsonl", [("", "")])
     with pytest.raises(DataError, match="empty after cleaning"):
-        prepare(config_for(tmp_path, empty), **QUIET)
+        set_up_run(config_for(tmp_path, empty), **QUIET)
     few = write_jsonl(tmp_path / "few.jsonl", sample_pairs[:60])
     with pytest.raises(DataError, match=r"distinct source sentences: too few for data.valid_size=40 \+ "):
-        prepare(config_for(tmp_path, few, name="few"), **QUIET)
+        set_up_run(config_for(tmp_path, few, name="few"), **QUIET)
     assert not (tmp_path / "runs" / "few").exists()
 
 
@@ -180,8 +180,8 @@ def test_skipped_bad_lines_are_counted_in_the_manifest(tmp_path, sample_pairs):
     lines[7], lines[300] = "no tab here\n", "a\tb\tc\n"
     tsv.write_text("".join(lines), encoding="utf-8")
     with pytest.raises(DataError, match=r"c.tsv:8: expected source<TAB>target"):
-        prepare(config_for(tmp_path, tsv), **QUIET)
+        set_up_run(config_for(tmp_path, tsv), **QUIET)
     messages = []
-    prepared = prepare(config_for(tmp_path, tsv, name="skip", skip_bad_lines=True), log=messages.append)
+    prepared = set_up_run(config_for(tmp_path, tsv, name="skip", skip_bad_lines=True), log=messages.append)
     assert read_manifest(prepared.run.store).report["skipped_bad_lines"] == 2
     assert any(m.startswith("warning: skipped 2 bad line(s)") and "c.tsv:8" in m for m in messages)

@@ -6,7 +6,9 @@ import torch.nn.functional as F
 
 from transformer_mt.config import ModelConfig
 from transformer_mt.model import DecoderCache, LayerCache, Transformer
-from transformer_mt.search import SearchConfig, beam_search, greedy, length_penalty, max_lengths
+from transformer_mt.benchmark.systems import FullPrefixDecoder
+from transformer_mt.config import DecodeConfig
+from transformer_mt.search import beam_search, greedy, length_penalty, max_lengths
 from transformer_mt.tokenizer import BOS, EOS, PAD
 
 A, B = 4, 5
@@ -41,7 +43,7 @@ SRC = torch.tensor([[A, A, A, EOS]])
 
 def test_beam_finds_a_better_sequence_than_greedy():
     model = TableModel({(): {A: 0.6, B: 0.4}, (A,): {EOS: 0.4, A: 0.3, B: 0.3}, (B,): {EOS: 0.9, A: 0.1}})
-    cfg = SearchConfig(beam_size=2, alpha=0.0, max_len_b=5)
+    cfg = DecodeConfig(beam_size=2, alpha=0.0, max_len_b=5)
     g = greedy(model, SRC, cfg, limit=10)[0]
     assert g.tokens == [A] and g.logprob == pytest.approx(math.log(0.24))
     best = beam_search(model, SRC, cfg, limit=10)[0][0]
@@ -53,9 +55,9 @@ def test_beam_finds_a_better_sequence_than_greedy():
 def test_length_penalty_pushes_towards_longer_output(kind):
     # After A, EOS ranks third: not final (as in fairseq), so A A can still finish.
     model = TableModel({(): {EOS: 0.5, A: 0.5}, (A,): {A: 0.9, B: 0.07, EOS: 0.03}, (A, A): {EOS: 0.9, A: 0.1}})
-    short = beam_search(model, SRC, SearchConfig(beam_size=2, alpha=0.0, length_penalty=kind), 10)[0][0]
+    short = beam_search(model, SRC, DecodeConfig(beam_size=2, alpha=0.0, length_penalty=kind), 10)[0][0]
     assert short.tokens == []  # raw probability 0.5 beats 0.405
-    long = beam_search(model, SRC, SearchConfig(beam_size=2, alpha=2.0, length_penalty=kind), 10)[0][0]
+    long = beam_search(model, SRC, DecodeConfig(beam_size=2, alpha=2.0, length_penalty=kind), 10)[0][0]
     assert long.tokens == [A, A]
     assert long.score == pytest.approx(math.log(0.405) / length_penalty(3, kind, 2.0))
 
@@ -68,15 +70,15 @@ def test_length_penalty_formulas():
 
 def test_nbest_is_sorted_and_max_and_min_len_hold():
     model = TableModel({(): {A: 0.5, B: 0.3, EOS: 0.2}})
-    hyps = beam_search(model, SRC, SearchConfig(beam_size=3, nbest=3, alpha=0.0), 10)[0]
+    hyps = beam_search(model, SRC, DecodeConfig(beam_size=3, alpha=0.0), 10, nbest=3)[0]
     assert len(hyps) == 3 and [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
     looping = TableModel({(): {A: 0.9, EOS: 0.1}} | {(A,) * n: {A: 0.9, EOS: 0.1} for n in range(1, 30)})
-    cfg = SearchConfig(beam_size=2, max_len_a=1.0, max_len_b=2, alpha=0.0)
+    cfg = DecodeConfig(beam_size=2, max_len_a=1.0, max_len_b=2, alpha=0.0)
     assert int(max_lengths(SRC, 1.0, 2, 100)) == 5  # 3 source tokens + 2
     assert len(greedy(looping, SRC, cfg, 100)[0].tokens) == 5
     assert all(len(h.tokens) <= 5 for h in beam_search(looping, SRC, cfg, 100)[0])
     eager = TableModel({(): {EOS: 0.9, A: 0.1}, (A,): {EOS: 0.9, A: 0.1}, (A, A): {EOS: 0.9, A: 0.1}})
-    assert greedy(eager, SRC, SearchConfig(min_len=2), 100)[0].tokens == [A, A]
+    assert greedy(eager, SRC, DecodeConfig(min_len=2), 100)[0].tokens == [A, A]
 
 
 def random_model(seed=0) -> Transformer:
@@ -96,7 +98,7 @@ def batch_of_sources():
 
 def test_beam_size_one_equals_greedy():
     model, src = random_model(), batch_of_sources()
-    cfg = SearchConfig(beam_size=1, alpha=0.0, max_len_a=1.2, max_len_b=3)
+    cfg = DecodeConfig(beam_size=1, alpha=0.0, max_len_a=1.2, max_len_b=3)
     for g, b in zip(greedy(model, src, cfg, 60), beam_search(model, src, cfg, 60)):
         assert b[0].tokens == g.tokens
         assert b[0].logprob == pytest.approx(g.logprob, abs=1e-4)
@@ -125,7 +127,7 @@ def full_recompute_greedy(model, src, max_len):
 
 def test_cached_greedy_equals_full_recompute():
     model, src = random_model(1), batch_of_sources()
-    cfg = SearchConfig(beam_size=1, max_len_a=1.0, max_len_b=4)
+    cfg = DecodeConfig(beam_size=1, max_len_a=1.0, max_len_b=4)
     reference = full_recompute_greedy(model, src, max_lengths(src, 1.0, 4, 60))
     for hyp, (tokens, score) in zip(greedy(model, src, cfg, 60), reference):
         assert hyp.tokens == tokens
@@ -156,9 +158,9 @@ def full_recompute_beam(model, src_row, k, max_len, alpha):
 
 def test_beam_search_equals_a_full_recompute_reference():
     model, src = random_model(4), batch_of_sources()
-    cfg = SearchConfig(beam_size=3, nbest=3, alpha=0.6, max_len_a=1.0, max_len_b=3)
+    cfg = DecodeConfig(beam_size=3, alpha=0.6, max_len_a=1.0, max_len_b=3)
     limits = max_lengths(src, 1.0, 3, 60)
-    for row, hyps in enumerate(beam_search(model, src, cfg, 60)):
+    for row, hyps in enumerate(beam_search(model, src, cfg, 60, nbest=3)):
         alone = src[row : row + 1, : int((src[row] != PAD).sum())]
         reference = full_recompute_beam(model, alone, 3, int(limits[row]), 0.6)
         assert [h.tokens for h in hyps] == [tokens for tokens, _ in reference]
@@ -167,10 +169,10 @@ def test_beam_search_equals_a_full_recompute_reference():
 
 def test_beam_search_batch_equals_one_by_one():
     model, src = random_model(2), batch_of_sources()
-    cfg = SearchConfig(beam_size=4, nbest=2, max_len_a=1.0, max_len_b=4)
-    batched = beam_search(model, src, cfg, 60)
+    cfg = DecodeConfig(beam_size=4, max_len_a=1.0, max_len_b=4)
+    batched = beam_search(model, src, cfg, 60, nbest=2)
     for row in range(src.size(0)):
-        alone = beam_search(model, src[row : row + 1, : int((src[row] != PAD).sum())], cfg, 60)[0]
+        alone = beam_search(model, src[row : row + 1, : int((src[row] != PAD).sum())], cfg, 60, nbest=2)[0]
         assert [h.tokens for h in alone] == [h.tokens for h in batched[row]]
         assert [h.score for h in alone] == pytest.approx([h.score for h in batched[row]], abs=1e-4)
 
@@ -178,10 +180,13 @@ def test_beam_search_batch_equals_one_by_one():
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_uncached_search_gives_the_same_hypotheses(beam_size):
     model, src = random_model(3), batch_of_sources()
-    cached = SearchConfig(beam_size=beam_size, nbest=beam_size, max_len_a=1.0, max_len_b=4)
-    uncached = SearchConfig(beam_size=beam_size, nbest=beam_size, max_len_a=1.0, max_len_b=4, use_cache=False)
-    search = greedy if beam_size == 1 else beam_search
-    for a, b in zip(search(model, src, cached, 60), search(model, src, uncached, 60)):
+    cfg = DecodeConfig(beam_size=beam_size, max_len_a=1.0, max_len_b=4)
+    if beam_size == 1:
+        pairs = zip(greedy(model, src, cfg, 60), greedy(FullPrefixDecoder(model), src, cfg, 60))
+    else:
+        pairs = zip(beam_search(model, src, cfg, 60, nbest=beam_size),
+                    beam_search(FullPrefixDecoder(model), src, cfg, 60, nbest=beam_size))
+    for a, b in pairs:
         a, b = ([a], [b]) if beam_size == 1 else (a, b)
         assert [h.tokens for h in a] == [h.tokens for h in b]
         assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)
@@ -193,7 +198,7 @@ def test_output_length_never_exceeds_the_model_positions():
                       max_positions=8)
     model = Transformer(cfg, 40, 40, shared_vocab=True).eval()
     src = torch.randint(4, 40, (2, 8))
-    search = SearchConfig(beam_size=2, max_len_a=3.0, max_len_b=10)  # asks for far more than 8 positions
+    search = DecodeConfig(beam_size=2, max_len_a=3.0, max_len_b=10)  # asks for far more than 8 positions
     assert all(len(h.tokens) <= model.max_output_len for h in greedy(model, src, search, model.max_output_len))
     assert all(len(h.tokens) <= 7 for hyps in beam_search(model, src, search, model.max_output_len) for h in hyps)
 
@@ -202,6 +207,6 @@ def test_nbest_is_chosen_from_every_hypothesis_that_finished_at_the_last_step():
     """() finishes first; then [B] and [A] finish together, three for a beam of two. Under a strong length
     penalty [A] outranks (): keeping only the first two to arrive would have returned () instead."""
     model = TableModel({(): {EOS: 0.4, A: 0.35, B: 0.25}, (A,): {EOS: 0.6, A: 0.4}, (B,): {EOS: 0.9, A: 0.1}})
-    hyps = beam_search(model, SRC, SearchConfig(beam_size=2, nbest=2, alpha=2.0, length_penalty="power"), 10)[0]
+    hyps = beam_search(model, SRC, DecodeConfig(beam_size=2, alpha=2.0, length_penalty="power"), 10, nbest=2)[0]
     assert [h.tokens for h in hyps] == [[B], [A]]
     assert hyps[1].score == pytest.approx(math.log(0.35 * 0.6) / 2 ** 2.0)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from transformer_mt.tokenizer import PAD
-from transformer_mt.trainer import adam, noam_lambda, smoothed_loss
+from transformer_mt.training.objective import adam, noam_lambda, smoothed_loss
 
 
 def test_label_smoothed_loss_matches_hand_computation():
@@ -100,11 +100,11 @@ def test_adamw_shrinks_the_weights_instead_of_adding_decay_to_the_gradient():
 
 def test_bf16_training_on_a_cpu_without_bf16_warns_and_still_trains(tmp_path, monkeypatch, capsys):
     from tests.trainer_helpers import small_config, small_corpus
-    from transformer_mt import runtime
-    from transformer_mt.pipeline import prepare
-    from transformer_mt.trainer import Trainer
-    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
+    from transformer_mt import device
+    from transformer_mt.run_setup import set_up_run
+    from transformer_mt.training.loop import Trainer
+    monkeypatch.setattr(device, "cpu_supports_bf16", lambda: False)
     config = small_config(tmp_path, small_corpus(tmp_path / "c.jsonl", 100), "bf16", precision="bf16", max_steps=2)
-    state = Trainer(config, prepare(config, log=lambda *_: None)).fit()
+    state = Trainer(config, set_up_run(config, log=lambda *_: None)).fit()
     assert state.step == 2
     assert "warning: bf16 on this CPU is emulated" in capsys.readouterr().out

@@ -16,12 +16,14 @@ import torch
 import torch.multiprocessing as mp
 
 from tests.trainer_helpers import small_config, small_corpus
-from transformer_mt import pipeline as pipeline_module
-from transformer_mt import trainer as trainer_module
+from transformer_mt import run_setup as run_setup_module
+from transformer_mt import checkpoint as checkpoint_module
+from transformer_mt.training import step as step_module
 from transformer_mt.batching import collate
 from transformer_mt.errors import StoppedByRank0, UserError
-from transformer_mt.pipeline import prepare, prepare_on_every_rank
-from transformer_mt.trainer import Distributed, Trainer
+from transformer_mt.run_setup import set_up_run, set_up_run_on_every_rank
+from transformer_mt.training.distributed import Distributed
+from transformer_mt.training.loop import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +34,7 @@ def corpus(tmp_path_factory):
 
 
 def train(config, distributed=None):
-    trainer = Trainer(config, prepare(config, log=lambda *_: None), distributed)
+    trainer = Trainer(config, set_up_run(config, log=lambda *_: None), distributed)
     trainer.fit()
     return trainer
 
@@ -44,7 +46,7 @@ def test_resume_continues_exactly(tmp_path, corpus):
     assert stopped.position > 0  # stopped mid-epoch: resume must find its place inside the epoch
     second = train(replace(first, train=replace(first.train, max_steps=26, resume=True)))
     assert straight.state.epoch >= 2  # and the run crosses epoch boundaries
-    assert second.optimizer.param_groups[0]["fused"]  # the fused Adam survives the reload of its state
+    assert second.updater.optimizer.param_groups[0]["fused"]  # the fused Adam survives the reload of its state
     assert second.state.step == 26
     for (name, a), b in zip(straight.model.state_dict().items(), second.model.state_dict().values()):
         assert torch.equal(a, b), name
@@ -53,14 +55,14 @@ def test_resume_continues_exactly(tmp_path, corpus):
 @pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
 def test_gradient_accumulation_matches_one_big_batch(tmp_path, corpus):
     config = small_config(tmp_path, corpus, "accumulate")
-    trainer = Trainer(config, prepare(config, log=lambda *_: None))
+    trainer = Trainer(config, set_up_run(config, log=lambda *_: None))
     grads = []
-    trainer.optimizer.step = lambda: grads.append([p.grad.clone() for p in trainer.model.parameters()])
+    trainer.updater.optimizer.step = lambda: grads.append([p.grad.clone() for p in trainer.model.parameters()])
     trainer.model.eval()  # no dropout: the two ways must see the same function
     ids = trainer.prepared.train_ids
     half_a, half_b = torch.arange(0, 6), torch.arange(6, 14)
-    trainer._update([collate(ids, torch.cat([half_a, half_b]))], trainer_module._Window())
-    trainer._update([collate(ids, half_a), collate(ids, half_b)], trainer_module._Window())
+    trainer.updater.update([collate(ids, torch.cat([half_a, half_b]))])
+    trainer.updater.update([collate(ids, half_a), collate(ids, half_b)])
     for one, two in zip(*grads):
         torch.testing.assert_close(one, two, atol=1e-6, rtol=1e-5)
 
@@ -70,12 +72,12 @@ def test_clip_norm_rescales_the_gradient_and_zero_turns_clipping_off(tmp_path, c
     grads = {}
     for clip in (0.0, 1e-3):
         config = small_config(tmp_path, corpus, f"clip{clip}", clip_norm=clip)
-        trainer = Trainer(config, prepare(config, log=lambda *_: None))
+        trainer = Trainer(config, set_up_run(config, log=lambda *_: None))
         trainer.model.eval()  # no dropout: both runs see the same function and the same batch
         captured = []
         params = list(trainer.model.parameters())
-        trainer.optimizer.step = lambda: captured.append(torch.cat([p.grad.flatten() for p in params]))
-        trainer._update([collate(trainer.prepared.train_ids, torch.arange(0, 8))], trainer_module._Window())
+        trainer.updater.optimizer.step = lambda: captured.append(torch.cat([p.grad.flatten() for p in params]))
+        trainer.updater.update([collate(trainer.prepared.train_ids, torch.arange(0, 8))])
         grads[clip] = captured[0]
     raw = grads[0.0]
     assert raw.norm() > 0.1  # unclipped: far above the other run's threshold
@@ -83,7 +85,7 @@ def test_clip_norm_rescales_the_gradient_and_zero_turns_clipping_off(tmp_path, c
 
 
 def test_non_finite_loss_stops_or_skips(tmp_path, corpus, monkeypatch):
-    real = trainer_module.smoothed_loss
+    real = step_module.smoothed_loss
     calls = {"n": 0}
 
     def poisoned(logits, target, smoothing):
@@ -91,7 +93,7 @@ def test_non_finite_loss_stops_or_skips(tmp_path, corpus, monkeypatch):
         loss, nll = real(logits, target, smoothing)
         return (loss * float("nan"), nll) if calls["n"] == 8 else (loss, nll)
 
-    monkeypatch.setattr(trainer_module, "smoothed_loss", poisoned)
+    monkeypatch.setattr(step_module, "smoothed_loss", poisoned)
     config = small_config(tmp_path, corpus, "nan", max_steps=12)
     with pytest.raises(UserError, match="non-finite loss or gradients.*at step 8.*last good checkpoint"):
         train(config)
@@ -114,27 +116,14 @@ def test_corrupt_last_checkpoint_falls_back_to_an_older_one(tmp_path, corpus, ca
     assert resumed.state.step == 12
 
 
-def test_resume_from_a_checkpoint_without_fused_adam_switches_to_it(tmp_path, corpus):
-    config = small_config(tmp_path, corpus, "old", max_steps=5)
-    train(config)
-    last = Path(config.run.root) / "old" / "checkpoints" / "last.pt"
-    state = torch.load(last, weights_only=True)
-    for group in state["optimizer"]["param_groups"]:  # as saved before the trainer used fused Adam
-        group["fused"] = None
-    torch.save(state, last)
-    resumed = train(replace(config, train=replace(config.train, max_steps=7, resume=True)))
-    assert resumed.state.step == 7
-    assert resumed.optimizer.param_groups[0]["fused"]
-
-
 def test_adamw_run_resumes_as_adamw_and_a_changed_optimizer_is_refused(tmp_path, corpus):
     config = small_config(tmp_path, corpus, "adamw", max_steps=5, optimizer="adamw", weight_decay=0.1)
-    assert isinstance(train(config).optimizer, torch.optim.AdamW)
+    assert isinstance(train(config).updater.optimizer, torch.optim.AdamW)
     resumed = train(replace(config, train=replace(config.train, max_steps=7, resume=True)))
-    assert resumed.state.step == 7 and resumed.optimizer.param_groups[0]["decoupled_weight_decay"]
+    assert resumed.state.step == 7 and resumed.updater.optimizer.param_groups[0]["decoupled_weight_decay"]
     switched = replace(config, train=replace(config.train, max_steps=9, resume=True, optimizer="adam"))
     with pytest.raises(UserError, match="trained with train.optimizer=adamw, this config says adam"):
-        prepare(switched, log=lambda *_: None)
+        set_up_run(switched, log=lambda *_: None)
 
 
 def test_checkpoints_are_plain_data_and_rotated(tmp_path, corpus):
@@ -188,7 +177,7 @@ def _gloo_rank(rank: int, world_size: int, port: int, timeout: float | None = No
 
 def _ddp_worker(rank: int, world_size: int, config, port: int, out: str) -> None:
     with _gloo_rank(rank, world_size, port):
-        prepared = prepare_on_every_rank(config, rank, world_size)  # as scripts/train.py does
+        prepared = set_up_run_on_every_rank(config, rank, world_size)  # as scripts/train.py does
         trainer = Trainer(config, prepared, Distributed(rank, world_size))
         trainer.fit()
         torch.save(trainer.model.state_dict(), f"{out}/rank{rank}.pt")
@@ -205,9 +194,9 @@ def _slow_preparation_worker(rank: int, world_size: int, config, port: int, out:
         return real(*args, **kwargs)
 
     preparation.prepare_corpus = slow
-    pipeline_module.prepare_corpus = slow
+    run_setup_module.prepare_corpus = slow
     with _gloo_rank(rank, world_size, port, timeout=2):
-        prepared = prepare_on_every_rank(config, rank, world_size, poll_seconds=0.1)
+        prepared = set_up_run_on_every_rank(config, rank, world_size, poll_seconds=0.1)
         Trainer(config, prepared, Distributed(rank, world_size)).fit()
         Path(out, f"rank{rank}.txt").write_text(str(Path(prepared.train_ids.src_ids.filename).resolve()))
 
@@ -289,12 +278,12 @@ def _ddp_failing_worker(rank: int, world_size: int, config, failure: str, port: 
     """One rank of a 2-process run in which rank 0 cannot write its step-10 checkpoint ("disk_full"),
     or every rank sees non-finite gradients at step 3 ("non_finite"); writes how this rank ended."""
     if failure == "disk_full" and rank == 0:
-        trainer_module.ckpt.save_atomic = _disk_full_on_the_second_call(trainer_module.ckpt.save_atomic)
+        checkpoint_module.save_atomic = _disk_full_on_the_second_call(checkpoint_module.save_atomic)
     if failure == "non_finite":
-        trainer_module.nn.utils.clip_grad_norm_ = _non_finite_on_the_third_call(trainer_module.nn.utils.clip_grad_norm_)
+        torch.nn.utils.clip_grad_norm_ = _non_finite_on_the_third_call(torch.nn.utils.clip_grad_norm_)
     with _gloo_rank(rank, world_size, port):
         try:
-            Trainer(config, prepare_on_every_rank(config, rank, world_size), Distributed(rank, world_size)).fit()
+            Trainer(config, set_up_run_on_every_rank(config, rank, world_size), Distributed(rank, world_size)).fit()
             ended = "finished"
         except UserError as err:
             ended = f"error: {err}"
@@ -318,15 +307,15 @@ def test_when_rank_0_stops_on_an_error_the_other_ranks_stop_with_it_quietly(tmp_
 
 def test_a_checkpoint_that_cannot_be_written_stops_with_one_line_and_keeps_the_earlier_ones(tmp_path, corpus,
                                                                                               monkeypatch):
-    real = trainer_module.ckpt.save_atomic
-    monkeypatch.setattr(trainer_module.ckpt, "save_atomic", _disk_full_on_the_second_call(real))
+    real = checkpoint_module.save_atomic
+    monkeypatch.setattr(checkpoint_module, "save_atomic", _disk_full_on_the_second_call(real))
     config = small_config(tmp_path, corpus, "full", max_steps=12, checkpoint_every=5)
     with pytest.raises(UserError, match=r"^cannot write the step-10 checkpoint in .* \(No space left on device\); "
                                         r"the checkpoints already there are intact"):
         train(config)
     checkpoints = Path(config.run.root) / "full" / "checkpoints"
     assert torch.load(checkpoints / "last.pt", weights_only=True)["state"]["step"] == 5
-    monkeypatch.setattr(trainer_module.ckpt, "save_atomic", real)
+    monkeypatch.setattr(checkpoint_module, "save_atomic", real)
     resumed = train(replace(config, train=replace(config.train, resume=True)))
     assert resumed.state.step == 12
 
@@ -348,7 +337,7 @@ def test_average_checkpoints_is_the_mean_and_translates(tmp_path, corpus):
     torch.testing.assert_close(averaged["model"][key], sum(s[key] for s in states) / 3)
     assert average_checkpoints(paths)["averaged_from"] == [str(p) for p in paths]
     translator = Translator(Translator.from_args(str(run), None).run, run / "checkpoints" / "averaged.pt")
-    assert len(translator.translate(["Hello."], translator.search_config(beam_size=2))) == 1
+    assert len(translator.translate(["Hello."], replace(translator.decode, beam_size=2))) == 1
     too_many = subprocess.run([sys.executable, "scripts/average_checkpoints.py", "--run", str(run), "--last", "9"],
                               cwd=ROOT, capture_output=True, text=True)
     assert too_many.returncode == 2 and "fewer than --last 9" in too_many.stderr

@@ -9,9 +9,10 @@ import importlib.util
 
 import torch
 
+from .config import DecodeConfig
 from .model import Transformer
-from .search import SearchConfig, greedy
-from .tokenizer import BOS, EOS, TokenizerPair
+from .search import greedy
+from .tokenizer import BOS, EOS, TokenizerPair, source_ids
 
 
 def figures_available() -> bool:
@@ -29,9 +30,9 @@ def cross_attention_figure(model: Transformer, tokenizers: TokenizerPair, senten
 
     was_training = model.training
     model.eval()
-    src_ids = tokenizers.src.encode(sentence)[: model.cfg.max_positions - 2] + [EOS]
+    src_ids = source_ids(tokenizers.src.encode(sentence), model.cfg.max_positions)
     src = torch.tensor([src_ids], device=device)
-    hyp = greedy(model, src, SearchConfig(beam_size=1), model.max_output_len)[0].tokens
+    hyp = greedy(model, src, DecodeConfig(beam_size=1), model.max_output_len)[0].tokens
     tgt_in = torch.tensor([[BOS] + hyp], device=device)
     maps = model.attention_maps(src, tgt_in)
     model.train(was_training)

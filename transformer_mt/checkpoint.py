@@ -10,6 +10,8 @@ import torch
 
 from .errors import UserError
 
+# What a checkpoint holds and means; raised when that changes, so that an older transformer-mt refuses a
+# newer checkpoint in one line instead of misreading it.
 FORMAT_VERSION = 1
 
 
@@ -51,6 +53,10 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, bad pickle, wrong file: all mean "unusable"
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__})") from None
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+    if not isinstance(state, dict) or not {"model", "config", "format_version"} <= state.keys():
         raise CheckpointError(f"{path} is not a transformer-mt checkpoint")
+    version = state["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} is in checkpoint format {version}, which this transformer-mt (format "
+                              f"{FORMAT_VERSION}) cannot read: update transformer-mt")
     return state

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .config import ConfigError, DecodeConfig
 from .errors import StoppedByRank0, UserError
 
 if TYPE_CHECKING:
@@ -73,11 +75,20 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="sentences per batch (default: the run's decode.batch_size)")
 
 
-def check_search_flags(args: argparse.Namespace) -> None:
-    for flag, value, minimum in (("--beam-size", args.beam_size, 1), ("--max-len-a", args.max_len_a, 0),
-                                 ("--max-len-b", args.max_len_b, 0), ("--batch-size", args.batch_size, 1)):
-        if value is not None and value < minimum:
-            raise UserError(f"{flag} must be at least {minimum}, got {value}")
+SEARCH_FLAGS = {"beam_size": "--beam-size", "max_len_a": "--max-len-a", "max_len_b": "--max-len-b",
+                "batch_size": "--batch-size"}
+
+
+def decode_settings(args: argparse.Namespace, run_default: DecodeConfig) -> DecodeConfig:
+    """The run's decode section with the search flags given instead; DecodeConfig checks the values,
+    and a bad one is reported under its flag's name."""
+    given = {name: getattr(args, name) for name in SEARCH_FLAGS if getattr(args, name) is not None}
+    try:
+        return dataclasses.replace(run_default, **given)
+    except ConfigError as err:
+        key, _, problem = str(err).partition(": ")
+        flag = SEARCH_FLAGS.get(key.removeprefix("decode."))
+        raise UserError(f"{flag} {problem}" if flag else str(err)) from None
 
 
 def output_path(flag: str, value: str) -> Path:

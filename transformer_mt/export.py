@@ -21,7 +21,7 @@ from . import checkpoint as ckpt
 from .config import DecodeConfig, ModelConfig, from_dict
 from .errors import UserError
 from .model import sinusoidal_positions
-from .run import RunPaths
+from .run_folder import RunPaths
 from .tokenizer import SPECIALS, BOS, EOS, UNK, Tokenizer, TokenizerPair
 
 FORMAT = 1

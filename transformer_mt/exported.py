@@ -24,17 +24,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .batching import pad_batch
+from .config import DecodeConfig
 from .errors import UserError
 from .export import SRC_TOKENIZER, TGT_TOKENIZER, read_meta, require_ctranslate2, vocabulary
-from .search import Hypothesis, SearchConfig, length_penalty, max_lengths
+from .search import Hypothesis, length_penalty, max_lengths
 from .tokenizer import EOS, TokenizerPair
 from .translator import TextTranslator
 
 
 class ExportedTranslator(TextTranslator):
     """On CPU, `threads` single-threaded workers each decode a batch at a time (CTranslate2's
-    inter_threads; default: one per core), all batches submitted at once: on 2 cores that decoded 1.3-1.6×
-    as fast as one worker with 2 threads (docs/deployment.md)."""
+    inter_threads; default: one per core), all batches submitted at once, which beat one worker with all
+    the threads (docs/deployment.md)."""
 
     def __init__(self, folder: Path, device: str = "auto", threads: int = 0):
         ct2 = require_ctranslate2()
@@ -51,46 +52,45 @@ class ExportedTranslator(TextTranslator):
             raise UserError(f"CTranslate2 cannot load {folder}: {err}") from None
         self.tokenizers = TokenizerPair.load(folder / SRC_TOKENIZER, folder / TGT_TOKENIZER, meta.joint_vocab)
         self.decode = meta.decode_config
-        self.max_source = self.max_output = meta.max_positions - 1
+        self.max_positions, self.max_output = meta.max_positions, meta.max_positions - 1
         self.checkpoint, self.step, self.quantization = Path(meta.checkpoint), meta.step, meta.quantization
         self.src_tokens = vocabulary(self.tokenizers.src)
         self.tgt_ids = {token: i for i, token in enumerate(vocabulary(self.tokenizers.tgt))}
 
-    def _search(self, batch: list[list[int]], search: SearchConfig) -> list[list[Hypothesis]]:
-        return next(self._search_batches([batch], search))
+    def _search(self, batch: list[list[int]], decode: DecodeConfig, nbest: int) -> list[list[Hypothesis]]:
+        return next(self._search_batches([batch], decode, nbest))
 
-    def _search_batches(self, batches: list[list[list[int]]],
-                        search: SearchConfig) -> Iterator[list[list[Hypothesis]]]:
+    def _search_batches(self, batches: list[list[list[int]]], decode: DecodeConfig,
+                        nbest: int) -> Iterator[list[list[Hypothesis]]]:
         """Every batch is submitted before the first is awaited, so that the workers decode in parallel."""
         submitted = []
         for batch in batches:
-            limits = max_lengths(pad_batch(batch), search.max_len_a, search.max_len_b, self.max_output).tolist()
+            limits = max_lengths(pad_batch(batch), decode.max_len_a, decode.max_len_b, self.max_output).tolist()
             pending = self.model.translate_batch([[self.src_tokens[t] for t in ids] for ids in batch],
-                                                 asynchronous=True, **self._options(search, max(limits)))
+                                                 asynchronous=True, **self._options(decode, max(limits)))
             submitted.append((pending, limits))
         for pending, limits in submitted:
-            yield [self._hypotheses(output.result(), search, limit) for output, limit in zip(pending, limits)]
+            yield [self._hypotheses(output.result(), decode, limit)[:nbest] for output, limit in zip(pending, limits)]
 
     @staticmethod
-    def _penalty(search: SearchConfig) -> float:
+    def _penalty(decode: DecodeConfig) -> float:
         """CTranslate2's length_penalty: 0 for greedy (raw sums), else alpha (never 0, see above)."""
-        return 0.0 if search.beam_size == 1 else max(search.alpha, 1e-3)
+        return 0.0 if decode.beam_size == 1 else max(decode.alpha, 1e-3)
 
-    def _options(self, search: SearchConfig, limit: int) -> dict:
-        beam = search.beam_size > 1
-        return dict(beam_size=search.beam_size, num_hypotheses=search.beam_size if beam else 1,
-                    length_penalty=self._penalty(search), max_decoding_length=limit + 1,
-                    min_decoding_length=search.min_len, return_scores=True, return_end_token=True,
+    def _options(self, decode: DecodeConfig, limit: int) -> dict:
+        beam = decode.beam_size > 1
+        return dict(beam_size=decode.beam_size, num_hypotheses=decode.beam_size if beam else 1,
+                    length_penalty=self._penalty(decode), max_decoding_length=limit + 1,
+                    min_decoding_length=decode.min_len, return_scores=True, return_end_token=True,
                     max_input_length=0, max_batch_size=0)
 
-    def _hypotheses(self, output, search: SearchConfig, limit: int) -> list[Hypothesis]:
+    def _hypotheses(self, output, decode: DecodeConfig, limit: int) -> list[Hypothesis]:
         hypotheses = []
         for tokens, score in zip(output.hypotheses, output.scores):
             ids = [self.tgt_ids[token] for token in tokens]
-            summed = score * len(ids) ** self._penalty(search)
+            summed = score * len(ids) ** self._penalty(decode)
             ids = ids[:-1] if ids and ids[-1] == EOS and len(ids) <= limit + 1 else ids[:limit]
-            normalised = summed / length_penalty(len(ids) + 1, search.length_penalty, search.alpha) \
-                if search.beam_size > 1 else summed
+            normalised = summed / length_penalty(len(ids) + 1, decode.length_penalty, decode.alpha) \
+                if decode.beam_size > 1 else summed
             hypotheses.append(Hypothesis(ids, normalised, summed))
-        hypotheses.sort(key=lambda h: -h.score)
-        return hypotheses[: search.nbest]
+        return sorted(hypotheses, key=lambda h: -h.score)

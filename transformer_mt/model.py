@@ -36,9 +36,9 @@ def padding_mask(tokens: Tensor) -> Tensor:
 class Unpadded:
     """Where the real tokens of a right-padded (B, S) batch are. The encoder runs its position-wise
     layers (projections, feed-forward, norms) on these N rows only, and attention on the (B, S)
-    layout: source padding is ~14% of a length-bucketed training batch (sorted by target length),
-    and skipping it made CPU training steps ~5% faster. (On CUDA, finding them waits for the GPU once
-    per batch; the trainer already does once per update.)"""
+    layout: batches are bucketed by target length, so their sources carry padding that would
+    otherwise go through every linear layer (docs/performance.md). On CUDA, finding the rows waits
+    for the GPU once per batch, as the trainer already does once per update."""
     index: Tensor  # (N,) flat indices into B × S
     batch: int
     length: int
@@ -58,20 +58,13 @@ class Unpadded:
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, dropout: float,
-           need_weights: bool) -> tuple[Tensor, Tensor | None]:
+           need_weights: bool, incremental: bool = False) -> tuple[Tensor, Tensor | None]:
     """Scaled dot-product attention over (B, H, T, d) heads; the weights only when asked for.
+    `incremental`: the queries are those of one step of cached decoding.
 
-    On CPU in fp32 the maths is spelled out: one `baddbmm` scales the scores and adds the masks,
-    then a softmax and a `bmm`. PyTorch's math SDPA kernel does the same in more passes (it scales
-    q and k apart, turns the boolean mask into a float one and adds it, and re-checks each softmax
-    row for all-masked keys): measured side by side, fp32 attention forward and backward ~20%
-    faster, training steps 1.00–1.03×. So is the attention of the few queries per step of incremental
-    decoding on CPU in any precision (at 256 rows: 1.5× in fp32, several times in bf16, as the
-    math kernel upcasts K and V every call). Elsewhere PyTorch's fused kernels.
-    """
-    cpu = q.device.type == "cpu"
-    few_queries = cpu and q.size(2) <= 8 and not torch.is_grad_enabled()
-    if not (need_weights or few_queries or (cpu and q.dtype == torch.float32)):
+    Where `spells_out_attention` says so, the maths is written out: one `baddbmm` scales the scores
+    and adds the masks, then a softmax and a `bmm`. Elsewhere PyTorch's fused kernels."""
+    if not (need_weights or spells_out_attention(q, incremental)):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal), None
     batch, heads, length, d = q.shape
     bias = _mask_bias(mask, causal, (batch, heads, length, k.size(2)), q)
@@ -80,6 +73,14 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, d
     weights = scores.softmax(-1, dtype=torch.float32).to(q.dtype)
     out = torch.bmm(F.dropout(weights, dropout, training=dropout > 0), v.reshape(batch * heads, -1, d))
     return out.view(batch, heads, length, d), (weights.view(batch, heads, length, -1) if need_weights else None)
+
+
+def spells_out_attention(q: Tensor, incremental: bool) -> bool:
+    """On CPU, fp32 attention and every step of incremental decoding. PyTorch's CPU math kernel does
+    the same work in more passes (it scales q and k apart, turns the boolean mask into a float one and
+    re-checks each softmax row for all-masked keys), and in bf16 it upcasts K and V at every call,
+    which a decoding step, with its one query per row, cannot amortise (docs/performance.md)."""
+    return q.device.type == "cpu" and (incremental or q.dtype == torch.float32)
 
 
 def _mask_bias(mask: Tensor | None, causal: bool, shape: tuple[int, int, int, int], like: Tensor) -> Tensor:
@@ -156,7 +157,7 @@ class MultiHeadAttention(nn.Module):
                 cache.self_k, cache.self_v = k, v
                 causal = causal and q.size(2) > 1
         dropout = self.dropout if self.training else 0.0
-        out, weights = attend(q, k, v, mask, causal, dropout, need_weights)
+        out, weights = attend(q, k, v, mask, causal, dropout, need_weights, incremental=cache is not None)
         out = out.transpose(1, 2).flatten(2)
         if self.cross:
             out = out.view(rows, length, -1)

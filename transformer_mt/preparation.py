@@ -26,7 +26,7 @@ from tqdm import tqdm
 from . import data
 from .config import Config, DataConfig
 from .data import BadLines, DataError, Pair
-from .run import RunPaths
+from .run_folder import RunPaths
 from .splitting import TEST, VALID, Cuts, Selection, SmallestDistinct, Subset, hash_file, source_hashes
 from .store import FORMAT, Manifest, StoreWriter, encode_texts, id_dtype
 from .tokenizer import TokenizerPair

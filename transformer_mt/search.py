@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .config import DecodeConfig
 from .model import DecoderCache
 from .tokenizer import BOS, EOS, PAD
 
@@ -20,18 +21,6 @@ class Hypothesis:
     tokens: list[int]  # without BOS/EOS
     score: float  # length-normalised (beam) or summed (greedy) log-probability
     logprob: float  # summed log-probability, EOS included
-
-
-@dataclass
-class SearchConfig:
-    beam_size: int = 4
-    length_penalty: str = "gnmt"  # gnmt | power
-    alpha: float = 0.6
-    max_len_a: float = 1.5
-    max_len_b: int = 10
-    min_len: int = 0
-    nbest: int = 1
-    use_cache: bool = True  # False re-runs the decoder over the whole prefix each step (for benchmarks)
 
 
 def length_penalty(length: int, kind: str, alpha: float) -> float:
@@ -46,11 +35,8 @@ def max_lengths(src: Tensor, a: float, b: int, limit: int) -> Tensor:
 
 
 def _step_logprobs(model, history: Tensor, memory: Tensor, mask: Tensor, cache: DecoderCache, step: int,
-                   max_len: Tensor, cfg: SearchConfig) -> Tensor:
-    if cfg.use_cache:
-        logprobs = model.decode_step(history[:, -1:], memory, mask, cache)
-    else:
-        logprobs = model.decode_step(history, memory, mask, DecoderCache())
+                   max_len: Tensor, cfg: DecodeConfig) -> Tensor:
+    logprobs = model.decode_step(history[:, -1:], memory, mask, cache)
     eos = logprobs[:, EOS].clone()
     if step < cfg.min_len:
         logprobs[:, EOS] = float("-inf")
@@ -62,7 +48,7 @@ def _step_logprobs(model, history: Tensor, memory: Tensor, mask: Tensor, cache: 
 
 
 @torch.no_grad()
-def greedy(model, src: Tensor, cfg: SearchConfig, limit: int) -> list[Hypothesis]:
+def greedy(model, src: Tensor, cfg: DecodeConfig, limit: int) -> list[Hypothesis]:
     memory, mask, _ = model.encode(src)
     max_len = max_lengths(src, cfg.max_len_a, cfg.max_len_b, limit)
     n = src.size(0)
@@ -90,7 +76,7 @@ def greedy(model, src: Tensor, cfg: SearchConfig, limit: int) -> list[Hypothesis
 
 
 @torch.no_grad()
-def beam_search(model, src: Tensor, cfg: SearchConfig, limit: int) -> list[list[Hypothesis]]:
+def beam_search(model, src: Tensor, cfg: DecodeConfig, limit: int, nbest: int = 1) -> list[list[Hypothesis]]:
     """Batched beam search; returns up to `nbest` hypotheses per sentence, best first.
 
     Each step takes the top 2k of the k·V extensions: EOS among the first k finishes a hypothesis,
@@ -135,12 +121,12 @@ def beam_search(model, src: Tensor, cfg: SearchConfig, limit: int) -> list[list[
             cache.reorder(rows, blocks)
         else:
             cache.reorder(rows)
-    return [sorted(hyps, key=lambda h: -h.score)[: cfg.nbest] for hyps in finished]
+    return [sorted(hyps, key=lambda h: -h.score)[:nbest] for hyps in finished]
 
 
 def _finish(finished: list[list[Hypothesis]], sentence: Tensor, history: Tensor, top_scores: Tensor,
             top_row: Tensor, top_token: Tensor, is_eos: Tensor, k: int, width: int, step: int,
-            cfg: SearchConfig) -> None:
+            cfg: DecodeConfig) -> None:
     """Store the EOS extensions ranked within the first k as final, length-normalised hypotheses. All of
     them: when a sentence's k-th and (k+1)-th finish at the same step, the n-best list is chosen from
     every finished hypothesis (as CTranslate2 does), not from the first k to arrive."""

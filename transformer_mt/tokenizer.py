@@ -74,8 +74,11 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=True).strip()
 
-    def decode_batch(self, batch: list[list[int]]) -> list[str]:
-        return [text.strip() for text in self.hf.decode_batch(batch, skip_special_tokens=True)]
+
+def source_ids(ids: list[int], max_positions: int) -> list[int]:
+    """A sentence's token ids as the encoder reads them when decoding: cut so that EOS still has one
+    of the model's `max_positions` positions, then EOS."""
+    return ids[: max_positions - 1] + [EOS]
 
 
 def _batches(texts: Iterable[str], size: int = 10000) -> Iterator[list[str]]:

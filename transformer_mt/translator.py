@@ -19,10 +19,10 @@ from .batching import pad_batch
 from .config import Config, DecodeConfig, from_dict
 from .errors import UserError
 from .model import Transformer
-from .run import RunPaths, latest_run, open_run
-from .runtime import DTYPES, attention_kernels, pick_device, slow_precision_warning
-from .search import Hypothesis, SearchConfig, beam_search, greedy
-from .tokenizer import EOS, TokenizerPair
+from .run_folder import RunPaths, latest_run, open_run
+from .device import DTYPES, attention_kernels, pick_device, slow_precision_warning
+from .search import Hypothesis, beam_search, greedy
+from .tokenizer import TokenizerPair, source_ids
 
 
 @dataclass
@@ -32,22 +32,13 @@ class Translation:
 
 
 class TextTranslator(abc.ABC):
-    """Set by a backend: tokenizers, decode (the default search), max_source (source tokens kept before
-    EOS), checkpoint and step (what the model was trained to), and _search."""
+    """Set by a backend: tokenizers, decode (the run's decode section: the default search),
+    max_positions (the model's), checkpoint and step (what the model was trained to), and _search."""
     tokenizers: TokenizerPair
     decode: DecodeConfig
-    max_source: int
+    max_positions: int
     checkpoint: Path
     step: int
-
-    def search_config(self, beam_size: int | None = None, max_len_a: float | None = None,
-                      max_len_b: int | None = None, nbest: int = 1) -> SearchConfig:
-        """The run's decode section, with the given (non-None) values instead."""
-        d = self.decode
-        return SearchConfig(beam_size=d.beam_size if beam_size is None else beam_size,
-                            length_penalty=d.length_penalty, alpha=d.alpha,
-                            max_len_a=d.max_len_a if max_len_a is None else max_len_a,
-                            max_len_b=d.max_len_b if max_len_b is None else max_len_b, min_len=d.min_len, nbest=nbest)
 
     def encode(self, sentences: list[str]) -> list[list[int]]:
         for number, sentence in enumerate(sentences, 1):
@@ -57,23 +48,23 @@ class TextTranslator(abc.ABC):
                 raise UserError(f"sentence {number} is not UTF-8 text") from None
         encoded = []
         for number, ids in enumerate(self.tokenizers.src.encode_batch(sentences), 1):
-            if len(ids) > self.max_source:
+            if len(ids) >= self.max_positions:
                 print(f"warning: sentence {number} has {len(ids)} tokens; truncated to the model's "
-                      f"{self.max_source}", file=sys.stderr)
-                ids = ids[: self.max_source]
-            encoded.append(ids + [EOS])
+                      f"{self.max_positions - 1}", file=sys.stderr)
+            encoded.append(source_ids(ids, self.max_positions))
         return encoded
 
-    def translate(self, sentences: list[str], search: SearchConfig,
-                  batch_size: int | None = None) -> list[list[Translation]]:
-        """n-best translations per sentence, in input order; empty input gives an empty translation.
-        Batches hold `batch_size` sentences (default: the run's decode.batch_size)."""
-        batch_size = batch_size or self.decode.batch_size
+    def translate(self, sentences: list[str], decode: DecodeConfig | None = None,
+                  nbest: int = 1) -> list[list[Translation]]:
+        """The `nbest` best translations of each sentence, in input order, searched as `decode` says (default:
+        the run's decode section); an empty sentence gets an empty translation."""
+        decode = decode or self.decode
+        batch_size = decode.batch_size
         encoded = self.encode(sentences)
         results: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
         order = sorted((i for i, s in enumerate(sentences) if s.strip()), key=lambda i: len(encoded[i]))
         chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-        searched = self._search_batches([[encoded[i] for i in chunk] for chunk in chunks], search)
+        searched = self._search_batches([[encoded[i] for i in chunk] for chunk in chunks], decode, nbest)
         for chunk, batch_hypotheses in zip(chunks, searched):
             for index, hyps in zip(chunk, batch_hypotheses):
                 results[index] = [Translation(self.tokenizers.tgt.decode(h.tokens), h.score) for h in hyps]
@@ -89,13 +80,13 @@ class TextTranslator(abc.ABC):
                 f"{self.checkpoint} is from step {self.step}; an undertrained model does this)")
 
     @abc.abstractmethod
-    def _search(self, batch: list[list[int]], search: SearchConfig) -> list[list[Hypothesis]]:
-        """The n-best hypotheses of each sentence of a batch (token ids, each ending in EOS)."""
+    def _search(self, batch: list[list[int]], decode: DecodeConfig, nbest: int) -> list[list[Hypothesis]]:
+        """The `nbest` best hypotheses of each sentence of a batch (token ids, each ending in EOS)."""
 
-    def _search_batches(self, batches: list[list[list[int]]],
-                        search: SearchConfig) -> Iterator[list[list[Hypothesis]]]:
+    def _search_batches(self, batches: list[list[list[int]]], decode: DecodeConfig,
+                        nbest: int) -> Iterator[list[list[Hypothesis]]]:
         """_search of each batch, in order; a backend that decodes batches in parallel overrides it."""
-        return (self._search(batch, search) for batch in batches)
+        return (self._search(batch, decode, nbest) for batch in batches)
 
 
 class Translator(TextTranslator):
@@ -119,7 +110,7 @@ class Translator(TextTranslator):
         self.checkpoint, self.step = path, state["state"]["step"]
         self.precision = precision
         self.decode = self.config.decode
-        self.max_source = self.config.model.max_positions - 1
+        self.max_positions = self.config.model.max_positions
 
     @classmethod
     def from_args(cls, run_dir: str | None, checkpoint: str | None, runs_root: str = "runs",
@@ -141,9 +132,9 @@ class Translator(TextTranslator):
         return cls(run, None, device, precision)
 
     @torch.no_grad()
-    def _search(self, batch: list[list[int]], search: SearchConfig) -> list[list[Hypothesis]]:
+    def _search(self, batch: list[list[int]], decode: DecodeConfig, nbest: int) -> list[list[Hypothesis]]:
         src = pad_batch(batch, self.device)
         with attention_kernels(self.device):
-            if search.beam_size == 1:
-                return [[h] for h in greedy(self.model, src, search, self.model.max_output_len)]
-            return beam_search(self.model, src, search, self.model.max_output_len)
+            if decode.beam_size == 1:
+                return [[h] for h in greedy(self.model, src, decode, self.model.max_output_len)]
+            return beam_search(self.model, src, decode, self.model.max_output_len, nbest)

@@ -6,40 +6,40 @@ import sys
 import pytest
 import torch
 
-from transformer_mt import runtime
+from transformer_mt import device
 from transformer_mt.errors import UserError
 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_warns_only_where_the_cpu_emulates_it(monkeypatch, native):
-    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: native)
+    monkeypatch.setattr(device, "cpu_supports_bf16", lambda: native)
     cpu = torch.device("cpu")
-    assert runtime.slow_precision_warning("fp32", cpu) is None
-    warning = runtime.slow_precision_warning("bf16", cpu)
+    assert device.slow_precision_warning("fp32", cpu) is None
+    warning = device.slow_precision_warning("bf16", cpu)
     assert (warning is None) == native
     if not native:
         assert "emulated" in warning and "use fp32" in warning
-    assert runtime.pick_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert device.pick_precision("auto", cpu) == ("bf16" if native else "fp32")
 
 
 def test_fp16_warns_on_a_cpu_without_amx_fp16(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: False, raising=False)
-    assert "fp16 on this CPU is emulated" in runtime.slow_precision_warning("fp16", torch.device("cpu"))
+    assert "fp16 on this CPU is emulated" in device.slow_precision_warning("fp16", torch.device("cpu"))
 
 
 def test_gpus_never_get_the_cpu_warning(monkeypatch):
-    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
-    assert runtime.slow_precision_warning("bf16", torch.device("cuda")) is None
+    monkeypatch.setattr(device, "cpu_supports_bf16", lambda: False)
+    assert device.slow_precision_warning("bf16", torch.device("cuda")) is None
 
 
 def test_fp16_training_on_cpu_is_a_user_error():
     with pytest.raises(UserError, match="fp16 needs CUDA"):
-        runtime.pick_precision("fp16", torch.device("cpu"))
+        device.pick_precision("fp16", torch.device("cpu"))
 
 
 _FAULTS = """
 import resource, sys, torch
-from transformer_mt.runtime import retain_freed_memory
+from transformer_mt.device import retain_freed_memory
 applied = retain_freed_memory() if sys.argv[1] == "retain" else False
 for _ in range(10):  # the heap settles: fragments of 64 MiB blocks coalesce, then get reused
     torch.ones(16 << 20)  # 64 MiB, above any size glibc keeps by default
@@ -72,4 +72,4 @@ def test_retained_memory_is_reused_instead_of_faulted_in_again(monkeypatch):
 def test_a_malloc_the_user_chose_is_left_alone(monkeypatch, setting):
     for name, value in setting.items():
         monkeypatch.setenv(name, value)
-    assert runtime.retain_freed_memory() is False
+    assert device.retain_freed_memory() is False

@@ -19,13 +19,13 @@ from .config import Config, from_dict, save_config
 from .data import Pair
 from .errors import StoppedByRank0, UserError
 from .preparation import inputs_fingerprint, prepare_corpus
-from .run import RunPaths
+from .run_folder import RunPaths
 from .store import EncodedCorpus, open_store, read_manifest
 from .tokenizer import TokenizerPair
 
 
 @dataclass
-class Prepared:
+class PreparedRun:
     run: RunPaths
     tokenizers: TokenizerPair
     train_ids: EncodedCorpus  # memory-mapped from the run folder
@@ -34,7 +34,7 @@ class Prepared:
     resumed: bool
 
 
-def prepare(config: Config, is_main: bool = True, log=print) -> Prepared:
+def set_up_run(config: Config, is_main: bool = True, log=print) -> PreparedRun:
     """Rank 0 (`is_main`) sets the folder up; other ranks open what it wrote."""
     run = RunPaths(Path(config.run.root) / config.run.name)
     if not is_main:
@@ -63,7 +63,7 @@ def prepare(config: Config, is_main: bool = True, log=print) -> Prepared:
     return _open(run, config)
 
 
-def prepare_on_every_rank(config: Config, rank: int, world_size: int, poll_seconds: float = 0.5) -> Prepared:
+def set_up_run_on_every_rank(config: Config, rank: int, world_size: int, poll_seconds: float = 0.5) -> PreparedRun:
     """Rank 0 prepares the run folder while the other ranks wait, then they open what it wrote.
 
     They wait by polling a key on the process group's store, not in a collective: preparing a large
@@ -71,13 +71,13 @@ def prepare_on_every_rank(config: Config, rank: int, world_size: int, poll_secon
     bad input (a trained run in the way, a missing corpus), the others learn it from the key and raise
     StoppedByRank0 instead of dying in a barrier: the error is printed once."""
     if world_size == 1:
-        return prepare(config)
+        return set_up_run(config)
     store = torch.distributed.distributed_c10d._get_default_store()
     key = f"transformer_mt/prepared/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
     if rank == 0:
         outcome = "failed"
         try:
-            prepared = prepare(config)
+            prepared = set_up_run(config)
             outcome = "ready"
         finally:
             store.set(key, outcome)
@@ -86,7 +86,7 @@ def prepare_on_every_rank(config: Config, rank: int, world_size: int, poll_secon
         time.sleep(poll_seconds)
     if store.get(key) != b"ready":
         raise StoppedByRank0()
-    return prepare(config, is_main=False, log=lambda *_: None)
+    return set_up_run(config, is_main=False, log=lambda *_: None)
 
 
 def _prepare_new(run: RunPaths, config: Config, log) -> None:
@@ -116,13 +116,13 @@ def _cleaning_up_on_failure(folder: Path, work) -> None:
         raise
 
 
-def _open(run: RunPaths, config: Config) -> Prepared:
+def _open(run: RunPaths, config: Config) -> PreparedRun:
     manifest = read_manifest(run.store)
     if manifest is None:
         raise UserError(f"the prepared corpus in {run.store} is missing or incomplete")
     tokenizers = TokenizerPair.load(run.src_tokenizer, run.tgt_tokenizer, config.tokenizer.joint)
     valid = data.read_split(*run.split_files("valid", config.data.src_lang, config.data.tgt_lang))
-    return Prepared(run, tokenizers, open_store(run.store, manifest), valid, manifest.key, run.has_checkpoints())
+    return PreparedRun(run, tokenizers, open_store(run.store, manifest), valid, manifest.key, run.has_checkpoints())
 
 
 def _check_same_model(run: RunPaths, config: Config) -> None:

@@ -5,7 +5,6 @@ import contextlib
 import ctypes
 import os
 import platform
-import random
 from collections.abc import Iterator
 
 import torch
@@ -62,7 +61,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 def attention_kernels(device: torch.device) -> Iterator[None]:
     """Where CPU attention calls SDPA (bf16 training and translation; fp32 spells the maths out, see
     `model.attend`) the plain (math) kernel beats the flash kernel on short sentences, backward
-    especially (measured: ~15% faster bf16 training steps); on CUDA let PyTorch pick."""
+    especially (docs/performance.md); on CUDA let PyTorch pick."""
     if device.type == "cpu":
         with sdpa_kernel([SDPBackend.MATH]):
             yield
@@ -77,10 +76,9 @@ def retain_freed_memory() -> bool:
     """Let glibc keep freed tensor memory for reuse instead of handing it back to the OS each time.
 
     By default glibc serves blocks above 32 MiB (a training batch's logits, their gradient) and, as
-    its heap shrinks, many smaller ones with fresh pages from the OS, and returns them when freed: a
-    CPU training step of configs/sample.yaml page-faults ~18,000 pages back in. Kept instead, they
-    cost nothing (measured side by side: training 6-14% and beam-4 evaluation ~20% faster, peak
-    resident memory the same to +13%). PyTorch's CPU tuning guide suggests a caching malloc
+    its heap shrinks, many smaller ones with fresh pages from the OS, and returns them when freed,
+    so that every training step faults its pages back in; kept, they cost nothing to reuse
+    (docs/performance.md has the side-by-side figures). PyTorch's CPU tuning guide suggests a caching malloc
     (jemalloc, tcmalloc) for this; glibc's own thresholds do it here. Left alone where the user
     already chose (MALLOC_* or GLIBC_TUNABLES set, or a preloaded library) and off glibc.
     Returns whether the setting was applied.
@@ -95,27 +93,3 @@ def retain_freed_memory() -> bool:
         return False
     largest = 2**31 - 1  # mallopt takes a C int
     return bool(mallopt(_M_MMAP_THRESHOLD, largest)) and bool(mallopt(_M_TRIM_THRESHOLD, largest))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(_as_python_state(state["python"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_python_state(value):
-    """weights_only loading returns lists where `random` wants tuples."""
-    return tuple(_as_python_state(v) for v in value) if isinstance(value, (list, tuple)) else value

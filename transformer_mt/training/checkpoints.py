@@ -1,0 +1,48 @@
+"""A run's checkpoints during training: each save writes step-N.pt and last.pt (and best.pt when
+validation improved), keeps the newest `keep_last` periodic ones, and a restore falls back from a
+damaged last.pt to the newest periodic checkpoint that loads."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .. import checkpoint
+from ..errors import UserError
+from ..run_folder import RunPaths
+
+
+class Checkpoints:
+    def __init__(self, run: RunPaths, keep_last: int, log: Callable[[str], None]):
+        self.run, self.keep_last, self.log = run, keep_last, log
+
+    def write(self, payload: dict[str, Any], step: int, best: bool) -> UserError | None:
+        """The error to report when the disk refused (every write is atomic, so what is there still loads)."""
+        periodic = self.run.step_checkpoint(step)
+        try:
+            checkpoint.save_atomic(payload, periodic)
+            checkpoint.copy_atomic(periodic, self.run.last)
+            for old in self.run.step_checkpoints()[: -self.keep_last]:
+                old.unlink()
+            if best:
+                checkpoint.copy_atomic(self.run.last, self.run.best)
+        except OSError as err:  # disk full, permissions
+            return UserError(f"cannot write the step-{step} checkpoint in {self.run.checkpoints} "
+                             f"({err.strerror or err}); the checkpoints already there are intact: make room, "
+                             f"then continue with train.resume=true")
+        return None
+
+    def newest_good(self, device: torch.device) -> dict[str, Any]:
+        """last.pt, or the newest periodic checkpoint that loads if last.pt is damaged."""
+        for path in [self.run.last] + self.run.step_checkpoints()[::-1]:
+            if not path.is_file():
+                continue
+            try:
+                state = checkpoint.load(path, map_location=device)
+            except checkpoint.CheckpointError as err:
+                self.log(f"warning: {err}; trying an older checkpoint")
+                continue
+            self.log(f"resuming from {path} (step {state['state']['step']})")
+            return state
+        raise UserError(f"no loadable checkpoint in {self.run.checkpoints}")

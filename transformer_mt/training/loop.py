@@ -1,0 +1,189 @@
+"""The training loop: epochs of token-bucketed updates, with validation, checkpoints and stopping."""
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+
+import torch
+
+from ..batching import Batch, collate, epoch_batches
+from ..config import Config
+from ..device import attention_kernels, pick_device, pick_precision, slow_precision_warning
+from ..errors import StoppedByRank0, UserError
+from ..model import Transformer, count_parameters
+from ..run_setup import PreparedRun
+from .checkpoints import Checkpoints
+from .distributed import Distributed
+from .reporting import Report
+from .state import TrainState, rng_state, set_rng_state
+from .step import Updater, UpdateResult
+from .validation import ValidationSet, early_stopping
+
+
+class Trainer:
+    def __init__(self, config: Config, prepared: PreparedRun, distributed: Distributed | None = None):
+        self.config, self.prepared = config, prepared
+        self.dist = distributed or Distributed()
+        tc, tokenizers = config.train, prepared.tokenizers
+        self.device = pick_device(tc.device)
+        self.precision = pick_precision(tc.precision, self.device)
+        torch.manual_seed(tc.seed)
+        self.model = Transformer(config.model, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size,
+                                 shared_vocab=tokenizers.joint).to(self.device)
+        self.updater = Updater(self.model, tc, self.device, self.precision, self.dist)
+        self.state = TrainState()
+        self.report = Report(prepared.run.root, self.dist.is_main, self.dist.world_size)
+        self.checkpoints = Checkpoints(prepared.run, tc.keep_last, self.report.message)
+        self.valid = ValidationSet(prepared, config)
+        self._signals = 0
+        if prepared.resumed:
+            self._restore()
+
+    def fit(self) -> TrainState:
+        """Train until a stop reason (a budget, early stopping, Ctrl-C); validate and save at the end."""
+        self._announce()
+        self._start = time.monotonic()
+        self.report.open_progress(self.config.train.max_steps, self.state.step)
+        try:
+            with self._stopping_on_signals(), attention_kernels(self.device):
+                reason = self._train()
+                self._finish(reason)
+        finally:
+            self.report.close()
+        return self.state
+
+    def _train(self) -> str:
+        tc = self.config.train
+        reason = self._budget_spent()  # a resumed run may have nothing left to do
+        while reason is None:
+            if tc.max_epochs is not None and self.state.epoch >= tc.max_epochs:
+                return f"reached train.max_epochs={tc.max_epochs}"
+            for micro in self._rest_of_epoch():
+                reason = self._update(micro)
+                if reason is not None:
+                    return reason
+            self.state.epoch += 1
+            self.state.position = 0
+        return reason
+
+    def _rest_of_epoch(self) -> Iterator[list[Batch]]:
+        """The micro-batches of each update left in the current epoch (all of it, unless resumed mid-epoch)."""
+        tc, ids = self.config.train, self.prepared.train_ids
+        plan = epoch_batches(ids, tc.batch_tokens, tc.seed, self.state.epoch, self.dist.rank, self.dist.world_size)
+        for position in range(self.state.position, math.ceil(len(plan) / tc.accumulate)):
+            yield [collate(ids, plan[i])
+                   for i in range(position * tc.accumulate, min(len(plan), (position + 1) * tc.accumulate))]
+
+    def _update(self, micro: list[Batch]) -> str | None:
+        """One update, then whatever falls due at its step; the reason to stop, agreed by every rank."""
+        result = self.updater.update(micro)
+        self.state.position += 1
+        if not result.finite:
+            self._non_finite(result)
+            return self.dist.agree_on_stop(self._budget_spent(), self.device)
+        tc = self.config.train
+        self.state.step += 1
+        self.report.update(self.state.step, result, self.updater.lr, tc.log_every, self.device)
+        early_stop = None
+        if self.state.step % tc.valid_every == 0:
+            early_stop = self._validate_and_save()
+        elif self.state.step % tc.checkpoint_every == 0:
+            self._save()
+        return self.dist.agree_on_stop(early_stop or self._budget_spent(), self.device)
+
+    def _non_finite(self, result: UpdateResult) -> None:
+        if self.config.train.nonfinite == "skip":
+            self.state.skipped_batches += 1
+            self.report.message(f"warning: non-finite loss or gradients (loss {result.loss}) at step "
+                                f"{self.state.step + 1}: batch skipped ({self.state.skipped_batches} so far)")
+            return
+        if not self.dist.is_main:  # every rank sees the all-reduced gradients; rank 0 says it once
+            raise StoppedByRank0()
+        raise UserError(f"non-finite loss or gradients (loss {result.loss}) at step {self.state.step + 1}; the last "
+                        f"good checkpoint is {self.prepared.run.last} (resume with a lower train.lr, or set "
+                        f"train.nonfinite=skip)")
+
+    def _budget_spent(self) -> str | None:
+        tc = self.config.train
+        if tc.max_steps is not None and self.state.step >= tc.max_steps:
+            return f"reached train.max_steps={tc.max_steps}"
+        if tc.max_minutes is not None and time.monotonic() - self._start >= tc.max_minutes * 60:
+            return f"used the train.max_minutes={tc.max_minutes} budget"
+        if self._signals:
+            return "interrupted"
+        return None
+
+    def _validate_and_save(self) -> str | None:
+        """Rank 0 validates while the others wait in the save; the early-stopping reason, if any."""
+        improved, reason = False, None
+        if self.dist.is_main:
+            result = self.valid.evaluate(self.model, self.device, self.precision)
+            improved, reason = early_stopping(self.state, result.scalars["bleu"], self.config.train.patience)
+            self.report.validation(self.state.step, result, improved)
+        self._save(best=improved)
+        return reason
+
+    def _save(self, best: bool = False) -> None:
+        """Rank 0 writes; every rank learns whether it could, so that all stop together if not."""
+        error = self.checkpoints.write(self._payload(), self.state.step, best) if self.dist.is_main else None
+        if self.dist.any_rank(error is not None, self.device):
+            raise error if error is not None else StoppedByRank0()
+
+    def _payload(self) -> dict:
+        tokenizers = self.prepared.tokenizers
+        return {
+            **self.updater.state_dict(),
+            "rng": rng_state(),
+            "state": asdict(self.state),
+            "config": self.config.to_dict(),
+            "corpus": self.prepared.corpus_key,  # which prepared corpus the run trains on
+            "vocab": {"src": tokenizers.src.vocab_size, "tgt": tokenizers.tgt.vocab_size, "joint": tokenizers.joint},
+        }
+
+    def _restore(self) -> None:
+        state = self.checkpoints.newest_good(self.device)
+        if state.get("corpus") != self.prepared.corpus_key:
+            if not self.dist.is_main:  # every rank sees it; rank 0 says it once
+                raise StoppedByRank0()
+            raise UserError(f"cannot resume {self.prepared.run.root}: its checkpoints were trained on another "
+                            f"prepared corpus than the one in {self.prepared.run.store} (start a new run, or "
+                            f"restore that corpus)")
+        self.updater.load_state_dict(state)
+        set_rng_state(state["rng"])
+        self.state = TrainState(**state["state"])
+
+    def _finish(self, reason: str) -> None:
+        if self.state.step % self.config.train.valid_every != 0 or self.state.step == 0:
+            self._validate_and_save()
+        self.report.message(f"stopped: {reason}. step {self.state.step}, best valid BLEU "
+                            f"{max(self.state.best_bleu, 0):.2f}; checkpoints in {self.prepared.run.checkpoints}")
+        if reason == "interrupted":
+            self.report.message(f"resume with: make train CONFIG=... ARGS=\"train.resume=true "
+                                f"run.name={self.config.run.name}\"")
+
+    def _announce(self) -> None:
+        self.report.message(f"model: {count_parameters(self.model) / 1e6:.1f}M parameters, device {self.device}, "
+                            f"precision {self.precision}, {self.dist.world_size} process(es)")
+        if warning := slow_precision_warning(self.precision, self.device):
+            self.report.message(f"warning: {warning}")
+
+    @contextlib.contextmanager
+    def _stopping_on_signals(self) -> Iterator[None]:
+        """Ctrl-C or SIGTERM: stop after this step and save; a second Ctrl-C leaves at once
+        (checkpoint writes are atomic)."""
+        def on_signal(signum, frame) -> None:
+            self._signals += 1
+            if self._signals > 1:
+                raise KeyboardInterrupt
+            self.report.message("\nstopping after this step and saving (Ctrl-C again to quit at once)")
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
