@@ -42,3 +42,29 @@ def test_the_smallest_vocabulary_the_config_allows_is_the_untrained_one(sample_p
     from transformer_mt.config import MIN_VOCAB
     tok = Tokenizer.train((t for pair in sample_pairs[:200] for t in pair), vocab_size=10)
     assert tok.vocab_size == MIN_VOCAB
+
+
+def test_source_ids_cut_so_that_eos_keeps_a_position():
+    from transformer_mt.tokenizer import source_ids
+
+    assert source_ids([7, 8, 9], 5) == [7, 8, 9, EOS]  # fits: nothing cut
+    assert source_ids([7, 8, 9, 10], 5) == [7, 8, 9, 10, EOS]  # exactly the model's 5 positions
+    assert source_ids([7, 8, 9, 10, 11], 5) == [7, 8, 9, 10, EOS]
+
+
+def test_translators_warn_when_they_cut_a_source(sample_pairs, capsys):
+    from transformer_mt.translator import TextTranslator
+
+    class Encoding(TextTranslator):  # only what encode() needs
+        def _search(self, batch, decode, nbest):
+            raise NotImplementedError
+
+    translator = Encoding()
+    translator.tokenizers = TokenizerPair.train(sample_pairs[:500], TokenizerConfig(vocab_size=400))
+    translator.max_positions = 6
+    five = translator.tokenizers.src.encode("a b c d e")
+    assert len(five) == 5
+    assert translator.encode(["a b c d e"]) == [five + [EOS]]
+    assert capsys.readouterr().err == ""
+    assert translator.encode(["a b c d e f"]) == [five + [EOS]]
+    assert capsys.readouterr().err == "warning: sentence 1 has 6 tokens; truncated to the model's 5\n"

@@ -48,10 +48,11 @@ class TextTranslator(abc.ABC):
                 raise UserError(f"sentence {number} is not UTF-8 text") from None
         encoded = []
         for number, ids in enumerate(self.tokenizers.src.encode_batch(sentences), 1):
-            if len(ids) >= self.max_positions:
+            source = source_ids(ids, self.max_positions)
+            if len(source) <= len(ids):  # cut: EOS took the place of a token
                 print(f"warning: sentence {number} has {len(ids)} tokens; truncated to the model's "
-                      f"{self.max_positions - 1}", file=sys.stderr)
-            encoded.append(source_ids(ids, self.max_positions))
+                      f"{len(source) - 1}", file=sys.stderr)
+            encoded.append(source)
         return encoded
 
     def translate(self, sentences: list[str], decode: DecodeConfig | None = None,
