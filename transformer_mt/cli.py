@@ -86,9 +86,8 @@ def decode_settings(args: argparse.Namespace, run_default: DecodeConfig) -> Deco
     try:
         return dataclasses.replace(run_default, **given)
     except ConfigError as err:
-        key, _, problem = str(err).partition(": ")
-        flag = SEARCH_FLAGS.get(key.removeprefix("decode."))
-        raise UserError(f"{flag} {problem}" if flag else str(err)) from None
+        flag = SEARCH_FLAGS.get((err.key or "").removeprefix("decode."))
+        raise UserError(f"{flag} {err.problem}" if flag else str(err)) from None
 
 
 def output_path(flag: str, value: str) -> Path:

@@ -18,7 +18,16 @@ from .errors import UserError
 
 
 class ConfigError(UserError):
-    pass
+    """A config that cannot be used; `key` and `problem` are set when one value is at fault, so that a
+    caller that took the value from elsewhere (a command-line flag) can name that instead."""
+
+    def __init__(self, message: str, key: str | None = None, problem: str | None = None):
+        super().__init__(message)
+        self.key, self.problem = key, problem
+
+    @classmethod
+    def of_value(cls, key: str, problem: str) -> "ConfigError":
+        return cls(f"{key}: {problem}", key, problem)
 
 
 # The byte-level BPE starts from 4 special tokens and 256 byte symbols (tokenizer.py): a smaller
@@ -171,7 +180,7 @@ class Config:
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+        raise ConfigError.of_value(key, f"{value!r} is not one of {', '.join(allowed)}")
 
 
 def _at_least(section: str, obj: Any, minimum: float, *names: str) -> None:
@@ -180,21 +189,21 @@ def _at_least(section: str, obj: Any, minimum: float, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if value is not None and not value >= minimum:  # `not >=` also catches NaN
-            raise ConfigError(f"{section}.{name}: must be at least {minimum}, got {value}")
+            raise ConfigError.of_value(f"{section}.{name}", f"must be at least {minimum}, got {value}")
 
 
 def _positive(section: str, obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if value is not None and not value > 0:
-            raise ConfigError(f"{section}.{name}: must be greater than 0, got {value}")
+            raise ConfigError.of_value(f"{section}.{name}", f"must be greater than 0, got {value}")
 
 
 def _fraction(section: str, obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if not 0.0 <= value < 1.0:
-            raise ConfigError(f"{section}.{name}: must be in [0, 1), got {value}")
+            raise ConfigError.of_value(f"{section}.{name}", f"must be in [0, 1), got {value}")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
