@@ -36,7 +36,7 @@ class Trainer:
                                  shared_vocab=tokenizers.joint).to(self.device)
         self.updater = Updater(self.model, tc, self.device, self.precision, self.dist)
         self.state = TrainState()
-        self.report = Report(prepared.run.root, self.dist.is_main, self.dist.world_size)
+        self.report = Report(prepared.run.root, self.dist.is_main, self.dist.world_size, tc.log_every, self.device)
         self.checkpoints = Checkpoints(prepared.run, tc.keep_last, self.report.message)
         self.valid = ValidationSet(prepared, config)
         self._signals = 0
@@ -87,7 +87,7 @@ class Trainer:
             return self.dist.agree_on_stop(self._budget_spent(), self.device)
         tc = self.config.train
         self.state.step += 1
-        self.report.update(self.state.step, result, self.updater.lr, tc.log_every, self.device)
+        self.report.update(self.state.step, result, self.updater.lr)
         early_stop = None
         if self.state.step % tc.valid_every == 0:
             early_stop = self._validate_and_save()
@@ -96,14 +96,15 @@ class Trainer:
         return self.dist.agree_on_stop(early_stop or self._budget_spent(), self.device)
 
     def _non_finite(self, result: UpdateResult) -> None:
+        loss = result.loss * result.scale
         if self.config.train.nonfinite == "skip":
             self.state.skipped_batches += 1
-            self.report.message(f"warning: non-finite loss or gradients (loss {result.loss}) at step "
+            self.report.message(f"warning: non-finite loss or gradients (loss {loss}) at step "
                                 f"{self.state.step + 1}: batch skipped ({self.state.skipped_batches} so far)")
             return
         if not self.dist.is_main:  # every rank sees the all-reduced gradients; rank 0 says it once
             raise StoppedByRank0()
-        raise UserError(f"non-finite loss or gradients (loss {result.loss}) at step {self.state.step + 1}; the last "
+        raise UserError(f"non-finite loss or gradients (loss {loss}) at step {self.state.step + 1}; the last "
                         f"good checkpoint is {self.prepared.run.last} (resume with a lower train.lr, or set "
                         f"train.nonfinite=skip)")
 

@@ -43,8 +43,8 @@ class Window:
 class Report:
     """Rank 0 writes; the other ranks' reports stay silent."""
 
-    def __init__(self, folder: Path, is_main: bool, world_size: int):
-        self.is_main, self.world_size = is_main, world_size
+    def __init__(self, folder: Path, is_main: bool, world_size: int, log_every: int, device: torch.device):
+        self.is_main, self.world_size, self.log_every, self.device = is_main, world_size, log_every, device
         self.writer = SummaryWriter(str(folder)) if is_main else None
         self.window = Window()
         self.progress: tqdm | None = None
@@ -62,14 +62,15 @@ class Report:
         if self.is_main:
             tqdm.write(text)
 
-    def update(self, step: int, result: UpdateResult, lr: float, log_every: int, device: torch.device) -> None:
+    def update(self, step: int, result: UpdateResult, lr: float) -> None:
+        """An applied update; every `log_every` steps, the window's statistics."""
         self.window.add(result)
         self.progress.update(1)
-        if step % log_every != 0:
+        if step % self.log_every != 0:
             return
         stats = self.window.flush(self.world_size)
-        if device.type == "cuda":  # the most this process's tensors have held on the GPU so far
-            stats["gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+        if self.device.type == "cuda":  # the most this process's tensors have held on the GPU so far
+            stats["gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         self.progress.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{stats['tokens_per_sec']:.0f}", lr=f"{lr:.2e}")
         if self.writer:
             for key, value in stats.items():

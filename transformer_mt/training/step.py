@@ -20,6 +20,7 @@ from .objective import adam, noam_lambda, smoothed_loss
 class UpdateResult:
     finite: bool  # False: the loss or gradients were not finite and the update was not applied
     loss: float  # summed over the update's target tokens (on this rank)
+    scale: float  # what `loss` was multiplied by for the backward pass: world size / the update's tokens
     nll: float
     tokens: int
     grad_norm: float
@@ -46,7 +47,9 @@ class Updater:
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     def update(self, micro: list[Batch]) -> UpdateResult:
-        n_tokens = self.dist.total(sum(b.n_tokens for b in micro), self.device)
+        # Normalise by all target tokens of the update (every micro-batch, every rank), so that the
+        # gradient does not depend on how the update was split.
+        scale = self.dist.world_size / max(1, self.dist.total(sum(b.n_tokens for b in micro), self.device))
         loss_sum = nll_sum = 0.0
         for index, batch in enumerate(micro):
             batch = batch.to(self.device)
@@ -55,19 +58,17 @@ class Updater:
                 logits = self.step_model(batch.src, batch.tgt_in)
             loss, nll = smoothed_loss(logits, batch.tgt_out, self.config.label_smoothing)
             with self._maybe_no_sync(sync):
-                # Normalise by all target tokens of the update (every micro-batch, every rank), so
-                # the gradient does not depend on how the update was split.
-                self.scaler.scale(loss * (self.dist.world_size / n_tokens)).backward()
+                self.scaler.scale(loss * scale).backward()
             loss_sum, nll_sum = loss_sum + loss.detach(), nll_sum + nll
         self.scaler.unscale_(self.optimizer)
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm or math.inf)
-        result = UpdateResult(True, float(loss_sum), float(nll_sum), sum(b.n_tokens for b in micro),
+        result = UpdateResult(True, float(loss_sum), scale, float(nll_sum), sum(b.n_tokens for b in micro),
                               float(grad_norm), len(micro), sum(padding_share(b) for b in micro))
         # The norm is of the all-reduced gradients, so every rank takes the same decision. With fp16
         # the scaler itself skips overflowing steps and lowers its scale.
         if self.precision != "fp16" and not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
-            result.finite, result.loss = False, result.loss / max(1, n_tokens) * self.dist.world_size
+            result.finite = False
             return result
         self.scaler.step(self.optimizer)
         self.scaler.update()
