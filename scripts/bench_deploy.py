@@ -113,15 +113,15 @@ def quality(run: Path, threads: int) -> dict:
     return results
 
 
-def ratios(size: dict, peer: bool) -> dict[str, float]:
+def ratios(size: dict, with_peer: bool) -> dict[str, float]:
     """Median-based speed-ups: each export over ours and over the peer's generate()."""
     out = {}
     for label in ("greedy", "beam4"):
-        ours = size[f"{label}_ours"]["seconds"]["median"]
+        ours_seconds = size[f"{label}_ours"]["seconds"]["median"]
         for quantization in QUANTIZATIONS:
             ct2 = size[f"{label}_ct2_{quantization}"]["seconds"]["median"]
-            out[f"{label}_ct2_{quantization}_vs_ours"] = ours / ct2
-            if peer:
+            out[f"{label}_ct2_{quantization}_vs_ours"] = ours_seconds / ct2
+            if with_peer:
                 out[f"{label}_ct2_{quantization}_vs_generate"] = size[f"{label}_peer"]["seconds"]["median"] / ct2
     return out
 
