@@ -12,7 +12,7 @@ from pathlib import Path
 
 from transformer_mt.cli import main_guard
 from transformer_mt.errors import UserError
-from transformer_mt.export import QUANTIZATIONS, export_ctranslate2
+from transformer_mt.export.ctranslate2 import QUANTIZATIONS, export_ctranslate2
 from transformer_mt.run_folder import latest_run, open_run
 
 

@@ -2,22 +2,20 @@
 import json
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import ctranslate2
 import pytest
 import torch
 import torch.nn.functional as F
 
-from transformer_mt import checkpoint as ckpt
-from transformer_mt.config import Config, ModelConfig, RunConfig, TokenizerConfig, save_config
+from transformer_mt.config import Config
 from transformer_mt.errors import UserError
-from transformer_mt.export import META, export_ctranslate2, read_meta, require_ctranslate2, vocabulary
+from transformer_mt.export.ctranslate2 import META, export_ctranslate2, read_meta, require_ctranslate2, vocabulary
 from transformer_mt.exported import ExportedTranslator
-from transformer_mt.model import Transformer
-from transformer_mt.run_folder import RunPaths
-from transformer_mt.tokenizer import BOS, EOS, TokenizerPair
+from transformer_mt.tokenizer import BOS, EOS
 from transformer_mt.translator import Translator
+
+from tests.export_helpers import check_force_and_failure, tiny_run
 
 SHAPES = {
     "pre-norm, joint, tied": dict(),
@@ -25,29 +23,6 @@ SHAPES = {
     "separate vocabularies": dict(joint=False),
     "untied embeddings": dict(tie_embeddings=False),
 }
-
-
-def tiny_run(root: Path, pairs, joint: bool = True, **model) -> RunPaths:
-    """A run folder holding one checkpoint of a random tiny model, its norms and biases random too, so
-    that a weight mapped to the wrong place shows."""
-    config = Config(run=RunConfig(name="tiny", root=str(root)), tokenizer=TokenizerConfig(vocab_size=300, joint=joint),
-                    model=ModelConfig(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64, dropout=0.0,
-                                      max_positions=48, **model))
-    tokenizers = TokenizerPair.train(pairs, config.tokenizer)
-    torch.manual_seed(0)
-    net = Transformer(config.model, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size, shared_vocab=joint)
-    with torch.no_grad():
-        for name, parameter in net.named_parameters():
-            if parameter.dim() == 1:  # biases and norms start at 0 and 1
-                parameter.add_(torch.randn_like(parameter) * 0.2)
-    run = RunPaths(root / "tiny")
-    run.checkpoints.mkdir(parents=True)
-    save_config(config, run.config)
-    tokenizers.save(run.src_tokenizer, run.tgt_tokenizer)
-    ckpt.save_atomic({"model": net.state_dict(), "config": config.to_dict(), "state": {"step": 7},
-                      "vocab": {"src": tokenizers.src.vocab_size, "tgt": tokenizers.tgt.vocab_size, "joint": joint}},
-                     run.last)
-    return run
 
 
 @pytest.fixture(scope="module", params=list(SHAPES), ids=list(SHAPES))
@@ -102,21 +77,8 @@ def test_int8_export_translates(tmp_path, sample_pairs):
 def test_an_existing_export_is_replaced_only_with_force_and_a_failed_export_leaves_nothing(tmp_path, sample_pairs,
                                                                                          monkeypatch):
     run = tiny_run(tmp_path, sample_pairs[:500])
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
-    with pytest.raises(UserError, match="exists and is not empty: pass --force"):
-        export_ctranslate2(run, None, out, "float32")
-    export_ctranslate2(run, None, out, "float32", force=True)
-    assert read_meta(out).step == 7 and not (out / "keep.txt").exists()
-
-    def disk_full(self, path):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(ctranslate2.specs.ModelSpec, "save", disk_full)
-    with pytest.raises(UserError, match=r"cannot write the export .*fresh: No space left on device"):
-        export_ctranslate2(run, None, tmp_path / "fresh", "float32")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny"]  # no half-made folder, no staging
+    check_force_and_failure(tmp_path, lambda out, force: export_ctranslate2(run, None, out, "float32", force=force),
+                            lambda out: read_meta(out).step == 7, monkeypatch, ctranslate2.specs.ModelSpec, "save")
 
 
 def test_what_is_not_a_whole_export_of_ours_is_refused_in_one_line(tmp_path, sample_pairs):

@@ -1,5 +1,5 @@
-"""Translate with a CTranslate2 export of a run (export.py), with the same interface and search as the
-PyTorch Translator.
+"""Translate with a CTranslate2 export of a run (export/ctranslate2.py), with the same interface and
+search as the PyTorch Translator.
 
 How our search maps onto CTranslate2's translate_batch:
 - the limit of a·source_length + b tokens is per sentence, CTranslate2's per call: a batch is decoded
@@ -26,7 +26,7 @@ from pathlib import Path
 from .batching import pad_batch
 from .config import DecodeConfig
 from .errors import UserError
-from .export import SRC_TOKENIZER, TGT_TOKENIZER, read_meta, require_ctranslate2, vocabulary
+from .export.ctranslate2 import SRC_TOKENIZER, TGT_TOKENIZER, read_meta, require_ctranslate2, vocabulary
 from .search import Hypothesis, length_penalty, max_lengths
 from .tokenizer import EOS, TokenizerPair
 from .translator import TextTranslator

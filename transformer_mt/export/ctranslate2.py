@@ -3,26 +3,24 @@ special tokens, so that the model that comes out is the model that went in (test
 
 An export folder holds CTranslate2's model (model.bin, config.json, vocabularies), our tokenizer
 files, and transformer_mt.json, written last: what decoding needs (the run's decode section,
-max_positions) and where the model came from (checkpoint, step). The folder is built beside its
-destination and renamed into place, so a failed export leaves nothing that looks finished.
+max_positions) and where the model came from (checkpoint, step). The folder is built aside and
+renamed into place (common.staged).
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import checkpoint as ckpt
-from .config import DecodeConfig, ModelConfig, from_dict
-from .errors import UserError
-from .model import sinusoidal_positions
-from .run_folder import RunPaths
-from .tokenizer import SPECIALS, BOS, EOS, UNK, Tokenizer, TokenizerPair
+from ..config import DecodeConfig, ModelConfig
+from ..errors import UserError
+from ..model import sinusoidal_positions
+from ..run_folder import RunPaths
+from ..tokenizer import SPECIALS, BOS, EOS, UNK, Tokenizer
+from .common import Trained, check_output, staged
 
 FORMAT = 1
 META = "transformer_mt.json"
@@ -81,26 +79,17 @@ def export_ctranslate2(run: RunPaths, checkpoint: Path | None, output: Path, qua
                        force: bool = False) -> ExportMeta:
     ct2 = require_ctranslate2()
     _check_runnable(ct2, quantization)
-    _check_output(output, force)
-    path = checkpoint or run.default_checkpoint()
-    state = ckpt.load(path)
-    config = from_dict(state["config"], origin=str(path))
-    tokenizers = TokenizerPair.load(run.src_tokenizer, run.tgt_tokenizer, state["vocab"]["joint"])
-    spec = transformer_spec(config.model, state["model"], vocabulary(tokenizers.src), vocabulary(tokenizers.tgt))
-    meta = ExportMeta(asdict(config.decode), config.model.max_positions, tokenizers.joint, str(path),
-                      state["state"]["step"], quantization)
-    staging = output.with_name(f".{output.name}.exporting")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    check_output(output, force)
+    trained = Trained.load(run, checkpoint)
+    tokenizers = trained.tokenizers
+    spec = transformer_spec(trained.config.model, trained.weights, vocabulary(tokenizers.src), vocabulary(tokenizers.tgt))
+    meta = ExportMeta(asdict(trained.config.decode), trained.config.model.max_positions, tokenizers.joint,
+                      str(trained.path), trained.step, quantization)
+    with staged(output) as staging:
         save_spec(spec, staging, quantization)
         tokenizers.src.save(staging / SRC_TOKENIZER)
         tokenizers.tgt.save(staging / TGT_TOKENIZER)
         (staging / META).write_text(json.dumps(asdict(meta), indent=1))
-        _move_into_place(staging, output)
-    except OSError as err:
-        raise UserError(f"cannot write the export {output}: {err.strerror or err}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return meta
 
 
@@ -118,27 +107,6 @@ def _check_runnable(ct2, quantization: str) -> None:
     if quantization not in supported:
         raise UserError(f"--quantization {quantization} cannot run on this machine's {device} (it runs "
                         f"{', '.join(sorted(supported))}): export where the model will run")
-
-
-def _check_output(output: Path, force: bool) -> None:
-    if output.exists() and not output.is_dir():
-        raise UserError(f"--output {output} is a file, not a folder")
-    if output.is_dir() and any(output.iterdir()) and not force:
-        raise UserError(f"--output {output} exists and is not empty: pass --force to replace it")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"--output {output}: cannot create {output.parent} ({err.strerror or err})") from None
-
-
-def _move_into_place(staging: Path, output: Path) -> None:
-    """Rename the finished export over `output`; an earlier one is removed only after that."""
-    old = output.with_name(f".{output.name}.replaced")
-    shutil.rmtree(old, ignore_errors=True)
-    if output.exists():
-        os.replace(output, old)
-    os.replace(staging, output)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def transformer_spec(cfg: ModelConfig, weights: dict[str, torch.Tensor], src_tokens: list[str],
