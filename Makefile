@@ -26,11 +26,18 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[dev,plot,bench,deploy]"
+	$(PY) -m pip install -q -e ".[dev,plot,bench,deploy,hub]"
+	@touch $@
+
+# The last transformers 4.x beside the venv's 5.x, for a second run of the transformers-export tests
+# (exports must load with both). --no-deps: nothing in it may shadow the venv's torch or numpy.
+$(VENV)/.installed-transformers4: $(VENV)/.installed
+	$(PY) -m pip install -q --upgrade --no-deps --target $(VENV)/transformers4 "transformers>=4.57,<5" \
+		"huggingface_hub>=0.34,<1" "tokenizers>=0.22,<0.23" requests charset-normalizer idna urllib3 certifi
 	@touch $@
 
 $(VENV)/.installed-deploy: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[plot,deploy]"
+	$(PY) -m pip install -q -e ".[plot,deploy,hub]"
 	@touch $@
 
 train: install
@@ -52,8 +59,9 @@ export: $(VENV)/.installed-deploy
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir runs
 
-test: install-dev
+test: install-dev $(VENV)/.installed-transformers4
 	$(PY) -m pytest -q tests
+	PYTHONPATH=$(VENV)/transformers4 $(PY) -m pytest -q tests/test_export_transformers.py
 
 bench: install-dev
 	$(PY) scripts/bench.py --device $(or $(DEVICE),cpu) $(ARGS)
