@@ -14,7 +14,7 @@ RUN ?=
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-dev train translate evaluate export tensorboard test bench bench-deploy bench-data check-gpu clean-venv
+.PHONY: install install-dev train translate evaluate export tensorboard test bench bench-deploy bench-data bench-export check-gpu clean-venv
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -73,6 +73,11 @@ bench-deploy: install-dev
 # On a GPU machine, with the PyTorch installed there (no .venv, no network): docs/gpu-check.md.
 check-gpu:
 	$(PYTHON) scripts/check_gpu.py $(ARGS)
+
+# The transformers export of RUN (default runs/sample) against the run itself on its test split.
+bench-export: install-dev
+	$(PY) scripts/export.py --run $(or $(RUN),runs/sample) --format transformers --output exports/$(notdir $(or $(RUN),runs/sample))-hf --force
+	$(PY) scripts/bench_export.py --run $(or $(RUN),runs/sample) --export exports/$(notdir $(or $(RUN),runs/sample))-hf $(ARGS)
 
 bench-data: install-dev
 	$(PY) scripts/bench_data.py $(ARGS)

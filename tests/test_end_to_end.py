@@ -1,5 +1,6 @@
 """Train a tiny model on a few hundred pairs until it reproduces them, then use the CLIs as a user would."""
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -408,3 +409,87 @@ def test_export_refuses_to_overwrite_without_force(trained, export):
     assert result.returncode == 2 and "exists and is not empty: pass --force" in result.stderr
     again = cli("scripts/export.py", "--run", str(trained[1]), "--output", str(export), "--force")
     assert again.returncode == 0 and "exported" in again.stdout
+
+
+@pytest.fixture(scope="module")
+def hf_export(trained):
+    root, run, _, _ = trained
+    result = cli("scripts/export.py", "--run", str(run), "--format", "transformers", "--output", str(root / "exports" / "hf"))
+    assert result.returncode == 0, result.stderr
+    assert "as PegasusForConditionalGeneration" in result.stdout and "test split BLEU" in result.stdout
+    return root / "exports" / "hf"
+
+
+@pytest.mark.parametrize("beam, penalty", [(1, "gnmt"), (3, "power")])
+def test_the_transformers_export_generates_what_the_pytorch_model_translates(trained, hf_export, beam, penalty):
+    """`scripts/export.py --format transformers`, then generate() with transformers alone on the test split
+    and training pairs: greedy as the run's config says, beam 3 with the power penalty, which generate
+    shares (its length^p, EOS counted); ours per-sentence length limit as max_new_tokens."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from transformer_mt.data import read_split
+    from transformer_mt.run_folder import open_run
+    from transformer_mt.translator import Translator
+
+    _, run, _, train_pairs = trained
+    ours = Translator(open_run(run), device="cpu")
+    search = replace(ours.decode, beam_size=beam, length_penalty=penalty)
+    sentences = [s for s, _ in read_split(run / "data" / "test.en", run / "data" / "test.fr") + train_pairs[:80]]
+    want = [h[0].text for h in ours.translate(sentences, search)]
+    tok, model = AutoTokenizer.from_pretrained(hf_export), AutoModelForSeq2SeqLM.from_pretrained(hf_export)
+    got = [""] * len(sentences)
+    by_length = {}  # sentences of one source length share ours per-sentence limit: one generate call each
+    for i, ids in enumerate(tok(sentences, truncation=True).input_ids):
+        by_length.setdefault(len(ids) - 1, []).append(i)
+    for length, group in by_length.items():
+        batch = tok([sentences[i] for i in group], return_tensors="pt", padding=True, truncation=True)
+        with torch.no_grad():
+            out = model.eval().generate(**batch, num_beams=beam, length_penalty=search.alpha,
+                                        max_new_tokens=math.ceil(length * search.max_len_a + search.max_len_b) + 1)
+        for i, text in zip(group, tok.batch_decode(out, skip_special_tokens=True)):
+            got[i] = text
+    assert got == want
+    assert sum(text == fr for text, (_, fr) in zip(got[-80:], train_pairs[:80])) > 60
+
+
+def test_the_model_cards_snippet_translates_with_transformers_alone(trained, hf_export):
+    """The card's "How to use" code, run as written in the export folder by an interpreter that cannot
+    import this project, prints what ours translates with the folder's generation settings."""
+    import ast
+
+    from huggingface_hub import ModelCard
+    from transformers import GenerationConfig
+
+    from transformer_mt.run_folder import open_run
+    from transformer_mt.translator import Translator
+
+    snippet = ModelCard.load(hf_export / "README.md").text.split("```python\n")[1].split("```")[0]
+    blocked = 'import sys; sys.modules["transformer_mt"] = None  # any import of it fails\n'
+    result = subprocess.run([sys.executable, "-c", blocked + snippet], capture_output=True, text=True,
+                            cwd=hf_export, env=ENV, timeout=300)
+    assert result.returncode == 0, result.stderr
+    gen = GenerationConfig.from_pretrained(hf_export)
+    ours = Translator(open_run(trained[1]), device="cpu")
+    search = replace(ours.decode, beam_size=gen.num_beams, length_penalty="power", alpha=gen.length_penalty,
+                     max_len_a=0.0, max_len_b=ours.model.max_output_len)
+    want = [h[0].text for h in ours.translate(["I am hungry."], search)]
+    assert ast.literal_eval(result.stdout.strip().splitlines()[-1]) == want
+
+
+def test_the_export_script_refuses_flags_of_the_other_format(trained):
+    run = str(trained[1])
+    for flags, message in ((["--format", "transformers", "--quantization", "int8"], "--quantization is for --format ctranslate2"),
+                           (["--no-evaluate"], "--no-evaluate is for --format transformers")):
+        result = cli("scripts/export.py", "--run", run, *flags)
+        assert result.returncode == 2 and result.stderr.startswith(f"error: {message}")
+
+
+def test_bench_export_measures_the_agreement_on_the_test_split(trained, hf_export, tmp_path):
+    run = trained[1]
+    result = cli("scripts/bench_export.py", "--run", str(run), "--export", str(hf_export), "--json", str(tmp_path / "b.json"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "b.json").read_text())
+    greedy, beam = report["results"]
+    assert greedy["search"] == "greedy" and greedy["identical_share"] == 1.0 and greedy["sentences"] == 10
+    assert greedy["bleu_ours"] == greedy["bleu_transformers"] and beam["search"].startswith("beam 3: ours gnmt")
+    assert "| greedy | 10/10 (100.00 %) |" in result.stdout
