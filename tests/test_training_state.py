@@ -180,18 +180,19 @@ def _ddp_worker(rank: int, world_size: int, config, port: int, out: str) -> None
 
 
 def _slow_preparation_worker(rank: int, world_size: int, config, port: int, out: str) -> None:
-    """Rank 0 prepares for longer than the process group's collective timeout (2 s)."""
+    """Rank 0 prepares for longer than the process group's collective timeout (5 s: short, but above
+    what rank 0's validation may take on a loaded machine while rank 1 waits in the save's collective)."""
     from transformer_mt import preparation
 
     real = preparation.prepare_corpus
 
     def slow(*args, **kwargs):
-        time.sleep(5)
+        time.sleep(12)
         return real(*args, **kwargs)
 
     preparation.prepare_corpus = slow
     run_setup_module.prepare_corpus = slow
-    with _gloo_rank(rank, world_size, port, timeout=2):
+    with _gloo_rank(rank, world_size, port, timeout=5):
         prepared = set_up_run_on_every_rank(config, rank, world_size, poll_seconds=0.1)
         Trainer(config, prepared, Distributed(rank, world_size)).fit()
         Path(out, f"rank{rank}.txt").write_text(str(Path(prepared.train_ids.src_ids.filename).resolve()))
