@@ -30,7 +30,13 @@ def main() -> int:
     args = parser.parse_args()
     output = _check_args(args)
     retained = retain_freed_memory()  # as train/translate/evaluate run; the peer shares this process
-    report = suite.measure(suite.Options(args.device, args.smoke, not args.no_peer, args.train_minutes))
+    def so_far(partial) -> None:  # a run stopped part-way (make check-gpu's cap) keeps its figures
+        part = output.with_name(output.name + ".part")
+        with writing("--output", part):
+            part.write_text(partial.to_json())
+            part.replace(output)  # whole or not at all, even if stopped mid-write
+
+    report = suite.measure(suite.Options(args.device, args.smoke, not args.no_peer, args.train_minutes, so_far))
     report.retain_freed_memory = retained
     print(markdown(report))  # first: if the file cannot be written after all, the figures are on screen
     with writing("--output", output):

@@ -100,6 +100,7 @@ def test_bench_smoke_run_writes_json_with_ratios(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(output.read_text())
+    assert report["complete"] is True and not output.with_name("bench.json.part").exists()
     assert {"train_same_batches_fp32", "train_same_batches_bf16", "train_own_batching_bf16", "greedy_fp32",
             "beam4_fp32", "beam4_bf16", "cached_vs_uncached", "mfu_bf16"} <= report["ratios"].keys()
     assert {"greedy", "beam4"} <= report["quality"].keys()
@@ -157,3 +158,20 @@ def test_a_failed_quality_run_keeps_the_timings_and_exits_with_one_line(tmp_path
         bench.main()
     assert json.loads(output.read_text())["ratios"] == {"greedy_fp32": 1.5}
     assert "| greedy_fp32 | 1.50 |" in capsys.readouterr().out
+
+
+def test_a_run_stopped_part_way_leaves_the_figures_measured_so_far(tmp_path, monkeypatch):
+    """make check-gpu stops the bench at its cap: the sections done are in the file, marked incomplete."""
+    def stopped_after_training(options):
+        partial = records.BenchReport("cpu", torch.__version__, "today", {}, 100,
+                                      matmul_gflops={"fp32": records.MatmulFigure(1.0, 2.0, 3.0, samples=3)})
+        options.progress(partial)
+        raise KeyboardInterrupt  # as the cap's SIGTERM ends it
+
+    monkeypatch.setattr(suite, "measure", stopped_after_training)
+    output = tmp_path / "bench.json"
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--output", str(output)])
+    with pytest.raises(KeyboardInterrupt):
+        bench.main()
+    report = json.loads(output.read_text())
+    assert report["complete"] is False and report["matmul_gflops"]["fp32"]["median"] == 2.0

@@ -105,6 +105,7 @@ class BenchReport:
     padding: Padding | None = None
     quality: Quality | None = None
     ratios: dict[str, float | None] = field(default_factory=dict)
+    complete: bool = False  # False: a run stopped part-way left what it had measured so far
 
     def train_rate(self, system: str, batching: str, precision: str) -> float:
         """Median target tokens/s."""

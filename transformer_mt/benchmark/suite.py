@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -37,6 +38,9 @@ class Options:
     smoke: bool = False  # tiny sizes: checks that everything runs, measures nothing
     peer: bool = True
     train_minutes: float = 3.0  # quality per budget (0: skip)
+    # Called with the report as it stands after each section, so that a run stopped part-way
+    # (a time cap) leaves its figures so far.
+    progress: Callable[[BenchReport], None] = lambda report: None
 
 
 @dataclass
@@ -72,9 +76,12 @@ def measure(options: Options) -> BenchReport:
         peak.measure(sizes.repeats)
         log(f"matmul {precision}: {peak.gflops().median:.0f} GFLOP/s")
         _bench_training(report, systems, batchings, precision, device, sizes.rounds, peak)
+        report.matmul_gflops[precision] = peak.gflops()
+        options.progress(report)
         _bench_decoding(report, systems + [ours(cfg, vocab, device, use_cache=False)], decode_batches, precision,
                         device, sizes.rounds, peak)
-        report.matmul_gflops[precision] = peak.gflops()
+        report.matmul_gflops[precision] = peak.gflops()  # with the samples taken alongside the systems
+        options.progress(report)
         for name, beam in SEARCHES.items():  # no implementation decodes faster than this
             report.decode_matmul_floor_seconds[f"{name}_{precision}"] = decoding_flops(
                 cfg, vocab, decode_batches, beam, DECODE_LENGTH) / 1e9 / report.matmul_gflops[precision].max
@@ -90,6 +97,7 @@ def measure(options: Options) -> BenchReport:
     report.ratios = ratios(report, precisions, peer_present=options.peer)
     for name in REQUIRED_RATIOS:  # a skipped figure stays visible as null, its reason under "skipped"
         report.ratios.setdefault(name, None)
+    report.complete = True
     return report
 
 
