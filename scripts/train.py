@@ -30,13 +30,13 @@ def main() -> int:
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     distributed = Distributed.from_env()
-    if distributed.world_size > 1:
+    if distributed.launched():  # even as one process: DDP and the collectives run as with more
         _init_process_group(config.train.device)
     try:
         prepared = set_up_run_on_every_rank(config, distributed.rank, distributed.world_size)
         Trainer(config, prepared, distributed).fit()
     finally:
-        if distributed.world_size > 1:
+        if distributed.grouped:
             torch.distributed.destroy_process_group()
     return 0
 

@@ -1,6 +1,11 @@
 import gzip
 import json
+import os
 from pathlib import Path
+
+# cuBLAS reads this when it starts, so it must be set before any test touches CUDA: a fixed workspace
+# makes its GEMMs deterministic (tests/test_cuda.py's resume test).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import pytest
 import torch

@@ -55,6 +55,8 @@ def test_collate_equals_padding_each_sequence_on_a_memory_mapped_store(encoded, 
         batch = collate(stored, np.array(indices))
         for got, want in zip((batch.src, batch.tgt_in, batch.tgt_out), reference_collate(ids, indices)):
             assert torch.equal(got, want)
+        # where the model's encoder finds the real tokens, found here so that a GPU need not wait for it
+        assert torch.equal(batch.src_index, (batch.src != PAD).flatten().nonzero().squeeze(1))
 
 
 def test_a_store_without_its_manifest_or_with_a_short_file_is_not_complete(encoded, tmp_path):

@@ -35,7 +35,7 @@ def test_positional_encoding_matches_formula():
 def naive_attention(q, k, v, keep=None, causal=False):
     scores = torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(q.size(-1))
     if causal:
-        scores = scores + torch.full(scores.shape[-2:], float("-inf")).triu(1)
+        scores = scores + torch.full(scores.shape[-2:], float("-inf"), device=scores.device).triu(1)
     if keep is not None:
         scores = scores.masked_fill(~keep, float("-inf"))
     return torch.einsum("bhqk,bhkd->bhqd", torch.softmax(scores, -1), v)
@@ -117,6 +117,8 @@ def test_encoder_runs_its_position_wise_layers_on_real_tokens_only():
     memory, _, _ = model.encode(src)
     assert rows == [torch.Size([9, 32])] * 2
     assert memory.shape == (2, 6, 32) and not memory[1, 3:].any() and memory[1, :3].abs().min() > 0
+    given = model.encode(src, src_index=(src != PAD).flatten().nonzero().squeeze(1))[0]
+    assert torch.equal(given, memory)  # the positions as collation brings them: the same computation
 
 
 def test_batch_gradients_equal_the_sum_of_each_sentences_gradients():

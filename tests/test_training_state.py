@@ -248,6 +248,24 @@ def test_bad_input_under_torchrun_is_reported_once_by_rank_0(tmp_path):
     assert "[rank1]" not in output and "Connection reset" not in output  # rank 1 left quietly, no traceback
 
 
+def test_torchrun_with_one_process_trains_in_ddp_over_gloo_and_resumes(tmp_path):
+    """torchrun --nproc_per_node=1 makes a real process group of one: DDP, gloo's all-reduces and the
+    gathered per-rank generator states run as with more processes; the run then resumes under it."""
+    def torchrun(*overrides):
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+                               "scripts/train.py", "configs/tiny.yaml", f"run.root={tmp_path}", "train.device=cpu",
+                               "train.valid_every=4", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    result = torchrun("train.max_steps=4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data-parallel: DistributedDataParallel over 1 process(es), gloo backend" in result.stdout + result.stderr
+    state = torch.load(tmp_path / "tiny" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["state"]["step"] == 4 and isinstance(state["rng"], list) and len(state["rng"]) == 1
+    again = torchrun("train.max_steps=6", "train.resume=true")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert torch.load(tmp_path / "tiny" / "checkpoints" / "last.pt", weights_only=True)["state"]["step"] == 6
+
+
 def _disk_full_on_the_second_call(real):
     calls = {"n": 0}
 

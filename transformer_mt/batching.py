@@ -18,13 +18,22 @@ class Batch:
     src: Tensor  # (B, S) source ids + EOS, right-padded
     tgt_in: Tensor  # (B, T) BOS + target ids (teacher forcing input)
     tgt_out: Tensor  # (B, T) target ids + EOS (what the decoder must predict)
+    src_index: Tensor | None = None  # flat positions of src's real tokens (model.Unpadded), from collation
 
     @property
     def n_tokens(self) -> int:
         return int((self.tgt_out != PAD).sum())
 
+    def tensors(self) -> list[Tensor | None]:
+        return [self.src, self.tgt_in, self.tgt_out, self.src_index]
+
+    def pinned(self) -> "Batch":
+        """In page-locked memory, so that a copy to a GPU runs asynchronously."""
+        return Batch(*(None if t is None else t.pin_memory() for t in self.tensors()))
+
     def to(self, device: torch.device) -> "Batch":
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.src, self.tgt_in, self.tgt_out)))
+        """Asynchronous from pinned memory (pinned()); from pageable memory the copy waits."""
+        return Batch(*(None if t is None else t.to(device, non_blocking=t.is_pinned()) for t in self.tensors()))
 
 
 def pad_batch(sequences: list[list[int]], device: torch.device | str = "cpu") -> Tensor:
@@ -38,7 +47,7 @@ def collate(corpus: EncodedCorpus, indices: np.ndarray | Tensor) -> Batch:
     src = _padded(corpus.src_ids, corpus.src_offsets, index, before=None, after=EOS)
     tgt_in = _padded(corpus.tgt_ids, corpus.tgt_offsets, index, before=BOS, after=None)
     tgt_out = _padded(corpus.tgt_ids, corpus.tgt_offsets, index, before=None, after=EOS)
-    return Batch(src, tgt_in, tgt_out)
+    return Batch(src, tgt_in, tgt_out, torch.from_numpy(np.flatnonzero(src.numpy() != PAD)))
 
 
 def _padded(ids: np.ndarray, offsets: np.ndarray, index: np.ndarray, before: int | None, after: int | None) -> Tensor:

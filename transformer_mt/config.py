@@ -106,6 +106,7 @@ class ModelConfig:
 class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    tf32: bool = True  # fp32 on CUDA: matmuls on TF32 tensor cores (10-bit mantissa inputs, fp32 sums)
     seed: int = 1234
     batch_tokens: int = 8192  # padded tokens per batch side (src or tgt), per rank
     accumulate: int = 1

@@ -37,15 +37,18 @@ class Unpadded:
     """Where the real tokens of a right-padded (B, S) batch are. The encoder runs its position-wise
     layers (projections, feed-forward, norms) on these N rows only, and attention on the (B, S)
     layout: batches are bucketed by target length, so their sources carry padding that would
-    otherwise go through every linear layer (docs/performance.md). On CUDA, finding the rows waits
-    for the GPU once per batch, as the trainer already does once per update."""
+    otherwise go through every linear layer (docs/performance.md). Finding the rows on a GPU waits
+    for it (nonzero), so training batches bring them from collation (Batch.src_index)."""
     index: Tensor  # (N,) flat indices into B × S
     batch: int
     length: int
 
     @classmethod
-    def of(cls, tokens: Tensor) -> "Unpadded":
-        return cls((tokens != PAD).flatten().nonzero().squeeze(1), tokens.size(0), tokens.size(1))
+    def of(cls, tokens: Tensor, index: Tensor | None = None) -> "Unpadded":
+        """`index`, if given, is (tokens != PAD).flatten().nonzero(), found beforehand."""
+        if index is None:
+            index = (tokens != PAD).flatten().nonzero().squeeze(1)
+        return cls(index, tokens.size(0), tokens.size(1))
 
     def pack(self, x: Tensor) -> Tensor:
         """(B, S, ...) → (N, ...)"""
@@ -263,10 +266,11 @@ class Transformer(nn.Module):
         positions = self.pe[offset : offset + tokens.size(1)]
         return self.dropout(embedding(tokens) * self.scale + positions.to(embedding.weight.dtype))
 
-    def encode(self, src: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def encode(self, src: Tensor, need_weights: bool = False,
+               src_index: Tensor | None = None) -> tuple[Tensor, Tensor, list[Tensor]]:
         """(B, S) ids → memory (B, S, D; zeros at pads), source mask (B, 1, 1, S), per-layer
-        self-attention weights."""
-        mask, unpadded = padding_mask(src), Unpadded.of(src)
+        self-attention weights. `src_index`: where src's real tokens are (Unpadded.of)."""
+        mask, unpadded = padding_mask(src), Unpadded.of(src, src_index)
         x, maps = unpadded.pack(self._embed(self.src_embed, src)), []
         for layer in self.encoder:
             x, weights = layer(x, mask, unpadded, need_weights)
@@ -297,9 +301,9 @@ class Transformer(nn.Module):
     def project(self, hidden: Tensor) -> Tensor:
         return self.output(hidden)
 
-    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+    def forward(self, src: Tensor, tgt_in: Tensor, src_index: Tensor | None = None) -> Tensor:
         """Teacher forcing: logits (B, T, V) for every target position at once."""
-        memory, src_mask, _ = self.encode(src)
+        memory, src_mask, _ = self.encode(src, src_index=src_index)
         hidden, _, _ = self.decode(tgt_in, memory, src_mask)
         return self.project(hidden)
 

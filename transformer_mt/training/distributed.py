@@ -17,14 +17,25 @@ class Distributed:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def grouped(self) -> bool:
+        """Whether a process group exists (torchrun started us, even as one process): then the model
+        trains under DDP and the ranks agree through collectives."""
+        return dist.is_available() and dist.is_initialized()
+
     @classmethod
     def from_env(cls) -> "Distributed":
         """The rank and world size torchrun sets (one process when it did not start us)."""
         return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
 
+    @staticmethod
+    def launched() -> bool:
+        """Whether torchrun (or another launcher setting its variables) started this process."""
+        return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
     def any_rank(self, flag: bool, device: torch.device) -> bool:
         """Whether `flag` holds on any rank; every rank must ask at the same point."""
-        if self.world_size == 1:
+        if not self.grouped:
             return flag
         tensor = torch.tensor([flag], dtype=torch.int32, device=device)
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
@@ -34,10 +45,21 @@ class Distributed:
         """Ranks stop together: one rank's Ctrl-C or time budget stops all at the same step."""
         return (reason or "another rank stopped") if self.any_rank(reason is not None, device) else None
 
-    def total(self, count: int, device: torch.device) -> int:
-        """`count` summed over the ranks."""
-        if self.world_size == 1:
+    def total(self, count: torch.Tensor) -> torch.Tensor:
+        """`count` (a tensor on the training device) summed over the ranks, without waiting for it."""
+        if not self.grouped:
             return count
-        tensor = torch.tensor([count], device=device)
-        dist.all_reduce(tensor)
-        return int(tensor)
+        count = count.clone()
+        dist.all_reduce(count)
+        return count
+
+    def gather(self, value: object) -> list:
+        """`value` from every rank, in rank order (on every rank)."""
+        if not self.grouped:
+            return [value]
+        values = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+    def backend(self) -> str | None:
+        return dist.get_backend() if self.grouped else None

@@ -6,22 +6,40 @@ import math
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from typing import TypeVar
 
 import torch
 
 from ..batching import Batch, collate, epoch_batches
 from ..config import Config
-from ..device import attention_kernels, pick_device, pick_precision, slow_precision_warning
+from ..device import attention_kernels, pick_device, pick_precision, set_fp32_matmuls, slow_precision_warning
 from ..errors import StoppedByRank0, UserError
 from ..model import Transformer, count_parameters
 from ..run_setup import PreparedRun
 from .checkpoints import Checkpoints
 from .distributed import Distributed
 from .reporting import Report
-from .state import TrainState, rng_state, set_rng_state
+from .state import TrainState, own_rng_state, rng_state, set_rng_state
 from .step import Updater, UpdateResult
 from .validation import ValidationSet, early_stopping
+
+T = TypeVar("T")
+_END = object()
+
+
+def prepared_ahead(items: Iterator[T], enabled: bool) -> Iterator[T]:
+    """`items`, each next one made in a thread while the caller works on the current one: on a GPU
+    the next update's batches are collated and pinned while the GPU computes this one's."""
+    if not enabled:
+        yield from items
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="collate") as pool:
+        upcoming = pool.submit(next, items, _END)
+        while (item := upcoming.result()) is not _END:
+            upcoming = pool.submit(next, items, _END)
+            yield item
 
 
 class Trainer:
@@ -31,6 +49,7 @@ class Trainer:
         tc, tokenizers = config.train, prepared.tokenizers
         self.device = pick_device(tc.device)
         self.precision = pick_precision(tc.precision, self.device)
+        set_fp32_matmuls(self.device, tc.tf32)
         torch.manual_seed(tc.seed)
         self.model = Transformer(config.model, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size,
                                  shared_vocab=tokenizers.joint).to(self.device)
@@ -62,7 +81,7 @@ class Trainer:
         while reason is None:
             if tc.max_epochs is not None and self.state.epoch >= tc.max_epochs:
                 return f"reached train.max_epochs={tc.max_epochs}"
-            for micro in self._rest_of_epoch():
+            for micro in prepared_ahead(self._rest_of_epoch(), self.device.type == "cuda"):
                 reason = self._update(micro)
                 if reason is not None:
                     return reason
@@ -74,9 +93,11 @@ class Trainer:
         """The micro-batches of each update left in the current epoch (all of it, unless resumed mid-epoch)."""
         tc, ids = self.config.train, self.prepared.train_ids
         plan = epoch_batches(ids, tc.batch_tokens, tc.seed, self.state.epoch, self.dist.rank, self.dist.world_size)
+        pin = self.device.type == "cuda"
         for position in range(self.state.position, math.ceil(len(plan) / tc.accumulate)):
-            yield [collate(ids, plan[i])
-                   for i in range(position * tc.accumulate, min(len(plan), (position + 1) * tc.accumulate))]
+            batches = [collate(ids, plan[i])
+                       for i in range(position * tc.accumulate, min(len(plan), (position + 1) * tc.accumulate))]
+            yield [batch.pinned() for batch in batches] if pin else batches
 
     def _update(self, micro: list[Batch]) -> str | None:
         """One update, then whatever falls due at its step; the reason to stop, agreed by every rank."""
@@ -88,15 +109,23 @@ class Trainer:
         tc = self.config.train
         self.state.step += 1
         self.report.update(self.state.step, result, self.updater.lr)
-        early_stop = None
+        early_stop, due = None, self.state.step % tc.log_every == 0
         if self.state.step % tc.valid_every == 0:
-            early_stop = self._validate_and_save()
+            early_stop, due = self._validate_and_save(), True
         elif self.state.step % tc.checkpoint_every == 0:
             self._save()
+            due = True
+        if self.dist.grouped and not due:
+            # Ranks agree (a collective, a wait for the GPU) only at log and save steps; between them
+            # only the step budget, the same on every rank, can stop them.
+            return self._steps_spent()
         return self.dist.agree_on_stop(early_stop or self._budget_spent(), self.device)
 
     def _non_finite(self, result: UpdateResult) -> None:
-        loss = result.loss * result.scale
+        if result.scaler_skipped:
+            self.state.scaler_skips += 1
+            return
+        loss = float(result.loss * result.scale)
         if self.config.train.nonfinite == "skip":
             self.state.skipped_batches += 1
             self.report.message(f"warning: non-finite loss or gradients (loss {loss}) at step "
@@ -108,10 +137,16 @@ class Trainer:
                         f"good checkpoint is {self.prepared.run.last} (resume with a lower train.lr, or set "
                         f"train.nonfinite=skip)")
 
+    def _steps_spent(self) -> str | None:
+        max_steps = self.config.train.max_steps
+        if max_steps is not None and self.state.step >= max_steps:
+            return f"reached train.max_steps={max_steps}"
+        return None
+
     def _budget_spent(self) -> str | None:
         tc = self.config.train
-        if tc.max_steps is not None and self.state.step >= tc.max_steps:
-            return f"reached train.max_steps={tc.max_steps}"
+        if reason := self._steps_spent():
+            return reason
         if tc.max_minutes is not None and time.monotonic() - self._start >= tc.max_minutes * 60:
             return f"used the train.max_minutes={tc.max_minutes} budget"
         if self._signals:
@@ -129,16 +164,18 @@ class Trainer:
         return reason
 
     def _save(self, best: bool = False) -> None:
-        """Rank 0 writes; every rank learns whether it could, so that all stop together if not."""
-        error = self.checkpoints.write(self._payload(), self.state.step, best) if self.dist.is_main else None
+        """Rank 0 writes, with every rank's generators; every rank learns whether it could, so that all
+        stop together if not."""
+        rng = self.dist.gather(rng_state(self.device))
+        error = self.checkpoints.write(self._payload(rng), self.state.step, best) if self.dist.is_main else None
         if self.dist.any_rank(error is not None, self.device):
             raise error if error is not None else StoppedByRank0()
 
-    def _payload(self) -> dict:
+    def _payload(self, rng: list[dict]) -> dict:
         tokenizers = self.prepared.tokenizers
         return {
             **self.updater.state_dict(),
-            "rng": rng_state(),
+            "rng": rng,  # one state per rank
             "state": asdict(self.state),
             "config": self.config.to_dict(),
             "corpus": self.prepared.corpus_key,  # which prepared corpus the run trains on
@@ -154,7 +191,7 @@ class Trainer:
                             f"prepared corpus than the one in {self.prepared.run.store} (start a new run, or "
                             f"restore that corpus)")
         self.updater.load_state_dict(state)
-        set_rng_state(state["rng"])
+        set_rng_state(own_rng_state(state["rng"], self.dist.rank), self.device)
         self.state = TrainState(**state["state"])
 
     def _finish(self, reason: str) -> None:
@@ -169,6 +206,9 @@ class Trainer:
     def _announce(self) -> None:
         self.report.message(f"model: {count_parameters(self.model) / 1e6:.1f}M parameters, device {self.device}, "
                             f"precision {self.precision}, {self.dist.world_size} process(es)")
+        if self.updater.ddp is not None:
+            self.report.message(f"data-parallel: {type(self.updater.ddp).__name__} over {self.dist.world_size} "
+                                f"process(es), {self.dist.backend()} backend")
         if warning := slow_precision_warning(self.precision, self.device):
             self.report.message(f"warning: {warning}")
 

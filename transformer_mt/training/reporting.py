@@ -14,26 +14,30 @@ from .validation import ValidationResult
 
 
 class Window:
-    """Training statistics between two log lines."""
+    """Training statistics between two log lines; the sums of device tensors stay on the device until
+    a log line reads them."""
 
     def __init__(self):
         self.reset()
 
     def reset(self) -> None:
-        self.loss = self.nll = self.grad_norm = self.padding = 0.0
+        self.loss = self.nll = self.grad_norm = 0.0
+        self.padding = 0.0
         self.tokens = self.updates = self.batches = 0
         self.started = time.monotonic()
 
     def add(self, update: UpdateResult) -> None:
-        self.loss, self.nll, self.tokens = self.loss + update.loss, self.nll + update.nll, self.tokens + update.tokens
-        self.grad_norm, self.updates = self.grad_norm + update.grad_norm, self.updates + 1
+        # In float64, as the host's Python floats summed them.
+        self.loss, self.nll = self.loss + update.loss.double(), self.nll + update.nll.double()
+        self.tokens, self.updates = self.tokens + update.tokens, self.updates + 1
+        self.grad_norm = self.grad_norm + update.grad_norm.double()
         self.batches, self.padding = self.batches + update.batches, self.padding + update.padding
 
     def flush(self, world_size: int) -> dict[str, float]:
         seconds = max(1e-9, time.monotonic() - self.started)
-        nll = self.nll / max(1, self.tokens)
-        stats = {"loss": self.loss / max(1, self.tokens), "nll": nll, "ppl": math.exp(min(nll, 50)),
-                 "grad_norm": self.grad_norm / max(1, self.updates),
+        nll = float(self.nll) / max(1, self.tokens)
+        stats = {"loss": float(self.loss) / max(1, self.tokens), "nll": nll, "ppl": math.exp(min(nll, 50)),
+                 "grad_norm": float(self.grad_norm) / max(1, self.updates),
                  "tokens_per_sec": self.tokens * world_size / seconds,
                  "padding_share": self.padding / max(1, self.batches)}
         self.reset()

@@ -1,17 +1,23 @@
 """One optimiser update: forward and backward over the micro-batches (accumulated, and all-reduced
-once under DDP), gradient clipping, then the optimiser, schedule and gradient-scaler steps."""
+once under DDP), gradient clipping, then the optimiser, schedule and gradient-scaler steps.
+
+On CUDA an update waits for the GPU once: to learn whether its gradients are finite, which decides
+whether the optimiser and the schedule step. Its loss, NLL and gradient norm stay on the device
+until a log line reads them (docs/training.md)."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..batching import Batch, padding_share
 from ..config import TrainConfig
 from ..device import autocast
+from ..tokenizer import PAD
 from .distributed import Distributed
 from .objective import adam, noam_lambda, smoothed_loss
 
@@ -19,13 +25,23 @@ from .objective import adam, noam_lambda, smoothed_loss
 @dataclass
 class UpdateResult:
     finite: bool  # False: the loss or gradients were not finite and the update was not applied
-    loss: float  # summed over the update's target tokens (on this rank)
-    scale: float  # what `loss` was multiplied by for the backward pass: world size / the update's tokens
-    nll: float
+    loss: Tensor  # summed over the update's target tokens (on this rank), on the device
+    scale: Tensor  # what `loss` was multiplied by for the backward pass: world size / the update's tokens
+    nll: Tensor
     tokens: int
-    grad_norm: float
+    grad_norm: Tensor
     batches: int
     padding: float  # summed padding share of the micro-batches
+    # fp16: the gradient scaler found inf/nan gradients at a loss scale of 1 or more and skipped the
+    # update, lowering its scale; routine while the scale settles, so not the non-finite policy's business.
+    scaler_skipped: bool = False
+
+
+def _no_buffer_sync() -> dict[str, bool]:
+    """DDP's option not to broadcast the buffers before every forward: the positional table is a
+    constant, the same on every rank. Newer PyTorch names it forward_sync_buffers."""
+    parameters = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
 
 
 class Updater:
@@ -35,10 +51,13 @@ class Updater:
     def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device, precision: str,
                  distributed: Distributed):
         self.model, self.config, self.device, self.precision, self.dist = model, config, device, precision, distributed
+        # Kept apart from step_model: torch.compile wraps it, and no_sync must still be found.
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
         self.step_model: nn.Module = model
-        if distributed.world_size > 1:
-            self.step_model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
+        if distributed.grouped:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None, **_no_buffer_sync())
+            self.step_model = self.ddp
         if config.compile:
             self.step_model = torch.compile(self.step_model, dynamic=True)
         self.optimizer = adam(model.parameters(), config.lr, tuple(config.adam_betas), config.adam_eps,
@@ -47,28 +66,31 @@ class Updater:
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     def update(self, micro: list[Batch]) -> UpdateResult:
+        batches = [batch.to(self.device) for batch in micro]
         # Normalise by all target tokens of the update (every micro-batch, every rank), so that the
         # gradient does not depend on how the update was split.
-        scale = self.dist.world_size / max(1, self.dist.total(sum(b.n_tokens for b in micro), self.device))
-        loss_sum = nll_sum = 0.0
-        for index, batch in enumerate(micro):
-            batch = batch.to(self.device)
-            sync = index == len(micro) - 1 or self.dist.world_size == 1
-            with self._maybe_no_sync(sync), autocast(self.device, self.precision):
-                logits = self.step_model(batch.src, batch.tgt_in)
+        tokens = sum((b.tgt_out != PAD).sum() for b in batches)
+        # In float64 then rounded, as a Python float would be: the same scale as counting on the host.
+        scale = (self.dist.world_size / self.dist.total(tokens).clamp(min=1).double()).float()
+        loss_sum = nll_sum = torch.zeros((), device=self.device)
+        for index, batch in enumerate(batches):
+            with self._maybe_no_sync(index == len(batches) - 1), autocast(self.device, self.precision):
+                logits = self.step_model(batch.src, batch.tgt_in, batch.src_index)
             loss, nll = smoothed_loss(logits, batch.tgt_out, self.config.label_smoothing)
-            with self._maybe_no_sync(sync):
+            with self._maybe_no_sync(index == len(batches) - 1):
                 self.scaler.scale(loss * scale).backward()
             loss_sum, nll_sum = loss_sum + loss.detach(), nll_sum + nll
         self.scaler.unscale_(self.optimizer)
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm or math.inf)
-        result = UpdateResult(True, float(loss_sum), scale, float(nll_sum), sum(b.n_tokens for b in micro),
-                              float(grad_norm), len(micro), sum(padding_share(b) for b in micro))
-        # The norm is of the all-reduced gradients, so every rank takes the same decision. With fp16
-        # the scaler itself skips overflowing steps and lowers its scale.
-        if self.precision != "fp16" and not torch.isfinite(grad_norm):
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm or math.inf).detach()
+        result = UpdateResult(True, loss_sum, scale, nll_sum, sum(b.n_tokens for b in micro), grad_norm,
+                              len(micro), sum(padding_share(b) for b in micro))
+        # The norm is of the all-reduced gradients, so every rank takes the same decision.
+        if not torch.isfinite(grad_norm):  # the update's one wait for the GPU
             self.optimizer.zero_grad(set_to_none=True)
             result.finite = False
+            if self.scaler.is_enabled():
+                self.scaler.update()  # lowers the scale (step would have skipped the optimiser)
+                result.scaler_skipped = self.scaler.get_scale() >= 1.0
             return result
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -88,9 +110,11 @@ class Updater:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # a bf16 or fp32 run saves its disabled scaler as {}: an fp16 resume starts afresh
+            self.scaler.load_state_dict(state["scaler"])
 
-    def _maybe_no_sync(self, sync: bool) -> contextlib.AbstractContextManager:
-        if sync or not isinstance(self.step_model, nn.parallel.DistributedDataParallel):
+    def _maybe_no_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """Gradients are all-reduced once per update, in the last micro-batch's backward pass."""
+        if last or self.ddp is None:
             return contextlib.nullcontext()
-        return self.step_model.no_sync()
+        return self.ddp.no_sync()
