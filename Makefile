@@ -14,7 +14,7 @@ RUN ?=
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-dev train translate evaluate export tensorboard test bench bench-deploy bench-data bench-export check-gpu clean-venv
+.PHONY: install install-dev train translate evaluate export tensorboard test bench bench-deploy bench-data bench-export serve check-gpu clean-venv
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[dev,plot,bench,deploy,hub]"
+	$(PY) -m pip install -q -e ".[dev,plot,bench,deploy,hub,serve]"
 	@touch $@
 
 # The last transformers 4.x beside the venv's 5.x, for a second run of the transformers-export tests
@@ -34,6 +34,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 $(VENV)/.installed-transformers4: $(VENV)/.installed
 	$(PY) -m pip install -q --upgrade --no-deps --target $(VENV)/transformers4 "transformers>=4.57,<5" \
 		"huggingface_hub>=0.34,<1" "tokenizers>=0.22,<0.23" requests charset-normalizer idna urllib3 certifi
+	@touch $@
+
+$(VENV)/.installed-serve: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[plot,deploy,serve]"
 	@touch $@
 
 $(VENV)/.installed-deploy: $(VENV)/.installed
@@ -55,6 +59,10 @@ evaluate: install
 
 export: $(VENV)/.installed-deploy
 	$(PY) scripts/export.py $(if $(RUN),--run $(RUN)) $(ARGS)
+
+# MODEL=exports/NAME (a CTranslate2 export) or RUN=runs/NAME; ARGS="--port 5001 ..." (scripts/serve.py --help).
+serve: $(VENV)/.installed-serve
+	$(PY) scripts/serve.py $(if $(MODEL),--model $(MODEL)) $(if $(RUN),--run $(RUN)) $(ARGS)
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir runs

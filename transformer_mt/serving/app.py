@@ -1,0 +1,103 @@
+"""The HTTP service: the LibreTranslate API, the native endpoint, health, readiness and Prometheus
+metrics, over one batcher and one copy of the model. Every error is JSON: {"error": "..."}."""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+
+from ..translator import TextTranslator
+from . import libretranslate, native
+from .batcher import Batcher, BatchingConfig
+from .keys import ApiKeys
+from .metrics import Metrics
+from .requests import BadRequest
+from .translation import Limits, Service
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    batching: BatchingConfig = BatchingConfig()
+    limits: Limits = Limits()
+    cors_origins: tuple[str, ...] = ()  # none: no CORS headers, browsers keep other sites out
+    drain_seconds: float = 10.0  # at shutdown, how long queued sentences may take to finish
+
+
+def create_app(translator: TextTranslator, config: ServeConfig, keys: ApiKeys) -> FastAPI:
+    metrics = Metrics()
+    batcher = Batcher(translator, config.batching, metrics)
+    service = Service(translator, batcher, config.limits)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        batcher.stop(config.drain_seconds)
+
+    app = FastAPI(title="transformer-mt", summary="English→French translation", lifespan=lifespan)
+    app.state.batcher, app.state.metrics = batcher, metrics
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "X-API-Key"])
+    app.include_router(libretranslate.router(service, keys))
+    app.include_router(native.router(service, keys))
+    _operations(app, batcher, metrics)
+    _errors(app)
+    _measured(app, metrics)
+    return app
+
+
+def _operations(app: FastAPI, batcher: Batcher, metrics: Metrics) -> None:
+    @app.get("/health")
+    async def health() -> dict:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        """Readiness: the model is loaded and the batching worker alive."""
+        if batcher.alive:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"error": "not ready: the batching worker is not running"}, 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, err: BadRequest) -> JSONResponse:
+        return JSONResponse({"error": str(err)}, err.status, headers=err.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(err.detail)}, err.status_code, headers=getattr(err, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'body'}: {e['msg']}" for e in err.errors())
+        return JSONResponse({"error": f"invalid request: {problems}"}, 400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"internal error: {type(err).__name__}: {err}"}, 500)
+
+
+def _measured(app: FastAPI, metrics: Metrics) -> None:
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        started = time.monotonic()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        metrics.requests.labels(name, str(response.status_code)).inc()
+        metrics.latency.labels(name).observe(time.monotonic() - started)
+        return response

@@ -1,0 +1,148 @@
+"""Cross-request batching: one worker thread takes sentences from a bounded queue, from any number of
+requests, until a token budget or a maximum wait, decodes them as one length-sorted batch, and hands
+each request its own results. One copy of the model; the event loop never decodes."""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from ..config import DecodeConfig
+from ..translator import TextTranslator
+from .metrics import Metrics
+
+
+class QueueFull(Exception):
+    """The queue holds as many sentences as it may: answer 429 at once, never wait."""
+
+
+class DeadlinePassed(Exception):
+    """The request waited in the queue past its deadline: answer 503."""
+
+
+class WorkerStopped(Exception):
+    """The batcher is stopping or its worker died: answer 503."""
+
+
+@dataclass
+class Job:
+    """One request's sentences, searched together with other jobs of the same settings."""
+    sentences: list[str]
+    tokens: int  # source tokens, for the batch's token budget
+    decode: DecodeConfig
+    nbest: int
+    deadline: float  # time.monotonic()
+    queued: float = field(default_factory=time.monotonic)
+    result: Future = field(default_factory=Future)
+
+    @property
+    def key(self) -> tuple:
+        return self.decode, self.nbest
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_tokens: int = 4096  # source tokens a batch gathers before it is decoded
+    max_wait_ms: float = 5.0  # how long the first job of a batch waits for others
+    queue_sentences: int = 1024  # sentences waiting at most; more get 429
+    batching: bool = True  # False: one job at a time (what servers without batching do)
+
+
+class Batcher:
+    def __init__(self, translator: TextTranslator, config: BatchingConfig, metrics: Metrics):
+        self.translator, self.config, self.metrics = translator, config, metrics
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._queued_sentences = 0
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._worker = threading.Thread(target=self._run, name="batcher", daemon=True)
+
+    def start(self) -> None:
+        self._worker.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._worker.is_alive() and not self._stopping
+
+    def submit(self, job: Job) -> Future:
+        with self._lock:
+            if self._stopping or not self._worker.is_alive():
+                raise WorkerStopped("the server is stopping")
+            if self._queued_sentences + len(job.sentences) > self.config.queue_sentences:
+                raise QueueFull(f"{self._queued_sentences} sentences are waiting (at most "
+                                f"{self.config.queue_sentences}): retry shortly")
+            self._jobs.append(job)
+            self._queued_sentences += len(job.sentences)
+            self.metrics.queue_depth.set(self._queued_sentences)
+            self._lock.notify()
+        return job.result
+
+    def stop(self, timeout: float) -> None:
+        """Finish what is queued (within `timeout` seconds), then end the worker."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        self._worker.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._decode(batch)
+
+    def _next_batch(self) -> list[Job] | None:
+        """Jobs of one search setting: the first waiting, then others until the token budget or the
+        first's maximum wait. None when stopping and nothing is left."""
+        with self._lock:
+            while not self._jobs:
+                if self._stopping:
+                    return None
+                self._lock.wait()
+            batch = [self._jobs.popleft()]
+            if self.config.batching:
+                until = batch[0].queued + self.config.max_wait_ms / 1000
+                while sum(j.tokens for j in batch) < self.config.max_batch_tokens:
+                    fitting = next((j for j in self._jobs if j.key == batch[0].key), None)
+                    if fitting is not None:
+                        self._jobs.remove(fitting)
+                        batch.append(fitting)
+                        continue
+                    left = until - time.monotonic()
+                    if left <= 0 or self._stopping:
+                        break
+                    self._lock.wait(left)
+            self._queued_sentences -= sum(len(j.sentences) for j in batch)
+            self.metrics.queue_depth.set(self._queued_sentences)
+        return batch
+
+    def _decode(self, batch: list[Job]) -> None:
+        now = time.monotonic()
+        live = []
+        for job in batch:
+            self.metrics.queue_wait.observe(now - job.queued)
+            if not job.result.set_running_or_notify_cancel():  # its request gave up waiting
+                continue
+            if now > job.deadline:
+                job.result.set_exception(DeadlinePassed("the request waited past its deadline in the queue"))
+            else:
+                live.append(job)
+        if not live:
+            return
+        sentences = [s for job in live for s in job.sentences]
+        try:
+            translations = self.translator.translate(sentences, live[0].decode, live[0].nbest)
+        except Exception as err:  # a bad batch fails its requests, never the worker
+            for job in live:
+                job.result.set_exception(err)
+            return
+        self.metrics.batch_sentences.observe(len(sentences))
+        self.metrics.sentences.inc(len(sentences))
+        self.metrics.tokens.inc(sum(job.tokens for job in live))
+        start = 0
+        for job in live:
+            job.result.set_result(translations[start : start + len(job.sentences)])
+            start += len(job.sentences)
+

@@ -1,0 +1,72 @@
+"""What every translating route shares: checking the text against the limits, queueing it for the
+batcher, and waiting for its results within the request's deadline."""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from ..config import DecodeConfig
+from ..errors import UserError
+from ..translator import TextTranslator, Translation
+from .batcher import Batcher, DeadlinePassed, Job, QueueFull, WorkerStopped
+from .requests import BadRequest
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_chars: int = 5000  # characters of one request, all its texts together
+    max_texts: int = 128  # texts in one request's list
+    max_body_bytes: int = 1 << 20
+    max_alternatives: int = 4
+    max_beam: int = 16
+    timeout_s: float = 30.0  # a request not answered by then gets 503
+
+
+@dataclass
+class Translated:
+    translations: list[list[Translation]]  # per text, its n-best
+    notes: list[str]  # e.g. a text cut at the model's positions
+
+
+class Service:
+    def __init__(self, translator: TextTranslator, batcher: Batcher, limits: Limits):
+        self.translator, self.batcher, self.limits = translator, batcher, limits
+
+    def check_texts(self, texts: list) -> list[str]:
+        if not texts:
+            raise BadRequest("no text to translate: the list is empty")
+        if len(texts) > self.limits.max_texts:
+            raise BadRequest(f"{len(texts)} texts in one request; at most {self.limits.max_texts}")
+        for number, text in enumerate(texts, 1):
+            if not isinstance(text, str):
+                raise BadRequest(f"text {number} is a {type(text).__name__}, not a string")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest(f"text {number} is not valid Unicode (a lone surrogate)") from None
+        chars = sum(map(len, texts))
+        if chars > self.limits.max_chars:
+            raise BadRequest(f"{chars:,} characters in one request; at most {self.limits.max_chars:,}")
+        return texts
+
+    async def translate(self, texts: list[str], decode: DecodeConfig, nbest: int) -> Translated:
+        started = time.monotonic()
+        lengths = [len(ids) for ids in self.translator.tokenizers.src.encode_batch(texts)]
+        most = self.translator.max_positions - 1
+        notes = [f"text {number} has {length} tokens: cut to the model's {most}"
+                 for number, length in enumerate(lengths, 1) if length > most]
+        job = Job(texts, sum(min(n, most) + 1 for n in lengths), decode, nbest, started + self.limits.timeout_s)
+        try:
+            future = self.batcher.submit(job)
+        except QueueFull as err:
+            raise BadRequest(f"too many requests: {err}", 429, {"Retry-After": "1"}) from None
+        except WorkerStopped as err:
+            raise BadRequest(str(err), 503) from None
+        try:
+            found = await asyncio.wait_for(asyncio.wrap_future(future), self.limits.timeout_s)
+        except (asyncio.TimeoutError, DeadlinePassed):
+            raise BadRequest(f"not translated within {self.limits.timeout_s:g} s: the server is overloaded", 503) from None
+        except UserError as err:
+            raise BadRequest(str(err)) from None
+        return Translated(found, notes)
