@@ -2,6 +2,7 @@
 on a free loopback port with a tiny model, and real HTTP clients."""
 import json
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from tests.export_helpers import tiny_run
+from transformer_mt.serving.paragraphs import Paragraph
 from transformer_mt.translator import Translator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +73,13 @@ def ours(run):
     return Translator.from_args(str(run), None, device="cpu")
 
 
+def single(sample_pairs, start: int, count: int) -> list[str]:
+    """`count` source sentences from `start` on that the server does not split further (some lines of
+    the corpus hold two sentences), so that ours translate them as they are."""
+    found = [s for s, _ in sample_pairs[start:] if len(Paragraph.of(s).sentences) == 1]
+    return found[:count]
+
+
 def post(server, path="/translate", **kwargs) -> httpx.Response:
     return httpx.post(f"{server.url}{path}", timeout=60, **kwargs)
 
@@ -79,11 +88,11 @@ def test_the_libretranslate_client_translates_and_lists_languages(server, ours, 
     from libretranslatepy import LibreTranslateAPI
 
     client = LibreTranslateAPI(f"{server.url}/")
-    sentence = sample_pairs[600][0]
+    sentence = single(sample_pairs, 600, 1)[0]
     assert client.translate(sentence, "en", "fr") == ours.translate([sentence])[0][0].text
     assert client.languages() == [{"code": "en", "name": "English", "targets": ["fr"]},
                                   {"code": "fr", "name": "French", "targets": []}]
-    texts = [s for s, _ in sample_pairs[601:604]]
+    texts = single(sample_pairs, 601, 3)
     answer = post(server, json={"q": texts, "source": "auto", "target": "fr", "alternatives": 2}).json()
     best = ours.translate(texts, nbest=3)
     assert answer["translatedText"] == [nbest[0].text for nbest in best]
@@ -92,7 +101,7 @@ def test_the_libretranslate_client_translates_and_lists_languages(server, ours, 
 
 
 def test_concurrent_requests_each_get_their_own_translations_decoded_in_shared_batches(server, ours, sample_pairs):
-    sentences = [s for s, _ in sample_pairs[700:750]]
+    sentences = single(sample_pairs, 700, 50)
     with ThreadPoolExecutor(50) as pool:
         answers = list(pool.map(lambda s: post(server, json={"q": s, "source": "en", "target": "fr"}), sentences))
     assert [a.status_code for a in answers] == [200] * 50
@@ -102,6 +111,16 @@ def test_concurrent_requests_each_get_their_own_translations_decoded_in_shared_b
     assert float(_metric(metrics, "mt_batch_sentences_count")) > alone  # some batch held more than one
 
 
+def test_a_text_of_several_sentences_and_lines_comes_back_sentence_by_sentence_with_its_layout(server, ours):
+    text = "I am hungry. Where is the station?\n\n  The cat sleeps.\r\nTom is here!  He laughs. "
+    sentences = ["I am hungry.", "Where is the station?", "The cat sleeps.", "Tom is here!", "He laughs."]
+    t = [nbest[0].text for nbest in ours.translate(sentences)]
+    want = f"{t[0]} {t[1]}\n\n  {t[2]}\r\n{t[3]}  {t[4]} "
+    assert post(server, json={"q": text}).json() == {"translatedText": want}
+    native = post(server, "/v1/translate", json={"text": [text, "\n"]}).json()["translations"]
+    assert [nbest[0]["text"] for nbest in native] == [want, "\n"]
+
+
 def _metric(text: str, name: str) -> str:
     return next(line.split()[-1] for line in text.splitlines() if line.startswith(name))
 
@@ -109,7 +128,7 @@ def _metric(text: str, name: str) -> str:
 def test_the_native_endpoint_searches_as_asked_and_documents_itself(server, ours, sample_pairs):
     from dataclasses import replace
 
-    texts = [s for s, _ in sample_pairs[800:803]] + ["word " * 80]
+    texts = single(sample_pairs, 800, 3) + [" ".join(["word"] * 80)]
     answer = post(server, "/v1/translate", json={"text": texts, "beam_size": 3, "nbest": 2, "max_len_b": 5})
     assert answer.status_code == 200, answer.text
     want = ours.translate(texts, replace(ours.decode, beam_size=3, max_len_b=5), nbest=2)
@@ -237,7 +256,7 @@ def test_a_ctranslate2_export_is_served_as_it_translates(run, tmp_path, sample_p
     export_ctranslate2(open_run(run), None, tmp_path / "ct2", "int8")
     server = Server(None, "--model", str(tmp_path / "ct2"))
     try:
-        sentences = [s for s, _ in sample_pairs[1100:1108]]
+        sentences = single(sample_pairs, 1100, 8)
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda s: post(server, json={"q": s}).json()["translatedText"], sentences))
         assert answers == [t[0].text for t in ExportedTranslator(tmp_path / "ct2", "cpu", 1).translate(sentences)]
@@ -248,3 +267,43 @@ def test_a_ctranslate2_export_is_served_as_it_translates(run, tmp_path, sample_p
 def test_json_error_for_unknown_routes(server):
     answer = httpx.get(f"{server.url}/nothing-here")
     assert answer.status_code == 404 and json.loads(answer.text) == {"error": "Not Found"}
+
+
+def _browser():
+    """Headless Chromium from the Debian packages (chromium, chromium-driver; .ci/run installs them)."""
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_the_web_page_translates_in_a_real_browser(server, ours, sample_pairs):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    sentence = single(sample_pairs, 1200, 1)[0]
+    browser = _browser()
+    try:
+        browser.get(f"{server.url}/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda b: "/ 5,000 characters" in b.find_element(By.ID, "count").text)
+        browser.find_element(By.ID, "source").send_keys(sentence)
+        assert browser.find_element(By.ID, "count").text == f"{len(sentence)} / 5,000 characters"
+        browser.find_element(By.ID, "translate").click()
+        wait.until(lambda b: b.find_element(By.ID, "target").text not in ("", "…"))
+        assert browser.find_element(By.ID, "target").text == ours.translate([sentence])[0][0].text
+        assert browser.find_element(By.ID, "error").text == ""
+        browser.execute_script("const s = document.getElementById('source'); s.value = arguments[0]; "
+                               "s.dispatchEvent(new Event('input'));", "x" * 5001)
+        assert browser.find_element(By.ID, "count").text == "5,001 / 5,000 characters"
+        browser.find_element(By.ID, "translate").click()
+        wait.until(lambda b: "at most 5,000" in b.find_element(By.ID, "error").text)
+    finally:
+        browser.quit()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
@@ -54,7 +55,16 @@ def create_app(translator: TextTranslator, config: ServeConfig, keys: ApiKeys) -
     return app
 
 
+PAGE = Path(__file__).with_name("page.html")
+
+
 def _operations(app: FastAPI, batcher: Batcher, metrics: Metrics) -> None:
+    page = PAGE.read_text(encoding="utf-8")  # served by the app itself: no CDN, works offline
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def home() -> str:
+        return page
+
     @app.get("/health")
     async def health() -> dict:
         """Liveness: the process answers."""

@@ -10,6 +10,7 @@ from ..config import DecodeConfig
 from ..errors import UserError
 from ..translator import TextTranslator, Translation
 from .batcher import Batcher, DeadlinePassed, Job, QueueFull, WorkerStopped
+from .paragraphs import Paragraph
 from .requests import BadRequest
 
 
@@ -51,12 +52,37 @@ class Service:
         return texts
 
     async def translate(self, texts: list[str], decode: DecodeConfig, nbest: int) -> Translated:
-        started = time.monotonic()
-        lengths = [len(ids) for ids in self.translator.tokenizers.src.encode_batch(texts)]
-        most = self.translator.max_positions - 1
-        notes = [f"text {number} has {length} tokens: cut to the model's {most}"
-                 for number, length in enumerate(lengths, 1) if length > most]
-        job = Job(texts, sum(min(n, most) + 1 for n in lengths), decode, nbest, started + self.limits.timeout_s)
+        """Each text split into sentences, all of them decoded in the batcher, and each text's n-best put
+        back together (its k-th: each sentence's k-th hypothesis, or its last; the scores summed)."""
+        paragraphs = [Paragraph.of(text) for text in texts]
+        sentences = [s for paragraph in paragraphs for s in paragraph.sentences]
+        found = await self._decoded(sentences, decode, nbest)
+        translations, start = [], 0
+        for paragraph in paragraphs:
+            mine = found[start : start + len(paragraph.sentences)]
+            start += len(paragraph.sentences)
+            count = max((len(hyps) for hyps in mine), default=1)
+            picks = [[hyps[min(k, len(hyps) - 1)] for hyps in mine] for k in range(count)]
+            translations.append([Translation(paragraph.join([t.text for t in pick]), sum(t.score for t in pick))
+                                 for pick in picks])
+        return Translated(translations, self._cut_notes(paragraphs))
+
+    def _cut_notes(self, paragraphs: list[Paragraph]) -> list[str]:
+        most, notes = self.translator.max_positions - 1, []
+        for number, paragraph in enumerate(paragraphs, 1):
+            lengths = [len(ids) for ids in self.translator.tokenizers.src.encode_batch(paragraph.sentences)]
+            for index, length in enumerate(lengths, 1):
+                if length > most:
+                    where = f"text {number}" + (f", sentence {index}," if len(lengths) > 1 else "")
+                    notes.append(f"{where} has {length} tokens: cut to the model's {most}")
+        return notes
+
+    async def _decoded(self, sentences: list[str], decode: DecodeConfig, nbest: int) -> list[list[Translation]]:
+        if not sentences:
+            return []
+        started, most = time.monotonic(), self.translator.max_positions - 1
+        lengths = [len(ids) for ids in self.translator.tokenizers.src.encode_batch(sentences)]
+        job = Job(sentences, sum(min(n, most) + 1 for n in lengths), decode, nbest, started + self.limits.timeout_s)
         try:
             future = self.batcher.submit(job)
         except QueueFull as err:
@@ -64,9 +90,8 @@ class Service:
         except WorkerStopped as err:
             raise BadRequest(str(err), 503) from None
         try:
-            found = await asyncio.wait_for(asyncio.wrap_future(future), self.limits.timeout_s)
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.limits.timeout_s)
         except (asyncio.TimeoutError, DeadlinePassed):
             raise BadRequest(f"not translated within {self.limits.timeout_s:g} s: the server is overloaded", 503) from None
         except UserError as err:
             raise BadRequest(str(err)) from None
-        return Translated(found, notes)
