@@ -56,7 +56,8 @@ class Service:
         back together (its k-th: each sentence's k-th hypothesis, or its last; the scores summed)."""
         paragraphs = [Paragraph.of(text) for text in texts]
         sentences = [s for paragraph in paragraphs for s in paragraph.sentences]
-        found = await self._decoded(sentences, decode, nbest)
+        lengths = [len(ids) for ids in self.translator.tokenizers.src.encode_batch(sentences)]
+        found = await self._decoded(sentences, lengths, decode, nbest)
         translations, start = [], 0
         for paragraph in paragraphs:
             mine = found[start : start + len(paragraph.sentences)]
@@ -65,23 +66,25 @@ class Service:
             picks = [[hyps[min(k, len(hyps) - 1)] for hyps in mine] for k in range(count)]
             translations.append([Translation(paragraph.join([t.text for t in pick]), sum(t.score for t in pick))
                                  for pick in picks])
-        return Translated(translations, self._cut_notes(paragraphs))
+        return Translated(translations, self._cut_notes(paragraphs, lengths))
 
-    def _cut_notes(self, paragraphs: list[Paragraph]) -> list[str]:
-        most, notes = self.translator.max_positions - 1, []
+    def _cut_notes(self, paragraphs: list[Paragraph], lengths: list[int]) -> list[str]:
+        """`lengths`: the source tokens of every sentence of every paragraph, in order."""
+        most, notes, start = self.translator.max_positions - 1, [], 0
         for number, paragraph in enumerate(paragraphs, 1):
-            lengths = [len(ids) for ids in self.translator.tokenizers.src.encode_batch(paragraph.sentences)]
-            for index, length in enumerate(lengths, 1):
+            mine = lengths[start : start + len(paragraph.sentences)]
+            start += len(mine)
+            for index, length in enumerate(mine, 1):
                 if length > most:
-                    where = f"text {number}" + (f", sentence {index}," if len(lengths) > 1 else "")
+                    where = f"text {number}" + (f", sentence {index}," if len(mine) > 1 else "")
                     notes.append(f"{where} has {length} tokens: cut to the model's {most}")
         return notes
 
-    async def _decoded(self, sentences: list[str], decode: DecodeConfig, nbest: int) -> list[list[Translation]]:
+    async def _decoded(self, sentences: list[str], lengths: list[int], decode: DecodeConfig,
+                       nbest: int) -> list[list[Translation]]:
         if not sentences:
             return []
         started, most = time.monotonic(), self.translator.max_positions - 1
-        lengths = [len(ids) for ids in self.translator.tokenizers.src.encode_batch(sentences)]
         job = Job(sentences, sum(min(n, most) + 1 for n in lengths), decode, nbest, started + self.limits.timeout_s)
         try:
             future = self.batcher.submit(job)

@@ -21,8 +21,7 @@ class Window:
         self.reset()
 
     def reset(self) -> None:
-        self.loss = self.nll = self.grad_norm = 0.0
-        self.padding = 0.0
+        self.loss = self.nll = self.grad_norm = self.padding = 0.0
         self.tokens = self.updates = self.batches = 0
         self.started = time.monotonic()
 
