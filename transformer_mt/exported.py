@@ -45,6 +45,7 @@ class ExportedTranslator(TextTranslator):
             raise UserError("--device is cuda but no CUDA GPU is visible: use auto or cpu")
         self.device = "cuda" if device == "cuda" or (device == "auto" and gpus) else "cpu"
         workers = 1 if self.device == "cuda" else threads or os.cpu_count() or 1
+        self.parallel_batches = workers  # each worker a batch of its own, on its own core
         try:
             self.model = ct2.Translator(str(folder), device=self.device, compute_type="default",
                                         inter_threads=workers, intra_threads=1 if self.device == "cpu" else threads)

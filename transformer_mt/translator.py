@@ -39,6 +39,8 @@ class TextTranslator(abc.ABC):
     max_positions: int
     checkpoint: Path
     step: int
+    # Batches it decodes at once without slowing one another down (a server decodes that many).
+    parallel_batches: int = 1
 
     def encode(self, sentences: list[str]) -> list[list[int]]:
         for number, sentence in enumerate(sentences, 1):

@@ -51,7 +51,7 @@ def create_app(translator: TextTranslator, config: ServeConfig, keys: ApiKeys) -
     app.include_router(native.router(service, keys))
     _operations(app, batcher, metrics)
     _errors(app)
-    _measured(app, metrics)
+    app.add_middleware(Measured, metrics=metrics)
     return app
 
 
@@ -101,13 +101,27 @@ def _errors(app: FastAPI) -> None:
         return JSONResponse({"error": f"internal error: {type(err).__name__}: {err}"}, 500)
 
 
-def _measured(app: FastAPI, metrics: Metrics) -> None:
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        started = time.monotonic()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        metrics.requests.labels(name, str(response.status_code)).inc()
-        metrics.latency.labels(name).observe(time.monotonic() - started)
-        return response
+class Measured:
+    """Counts and times every HTTP request by route and status: a plain ASGI middleware (Starlette's
+    @app.middleware costs a task and a stream per request, a large part of a request's time here)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.monotonic(), 500
+
+        async def sending(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            name = getattr(scope.get("route"), "path", "unmatched")  # the router sets it in this scope
+            self.metrics.requests.labels(name, str(status)).inc()
+            self.metrics.latency.labels(name).observe(time.monotonic() - started)

@@ -1,6 +1,8 @@
-"""Cross-request batching: one worker thread takes sentences from a bounded queue, from any number of
+"""Cross-request batching: a worker thread takes sentences from a bounded queue, from any number of
 requests, until a token budget or a maximum wait, decodes them as one length-sorted batch, and hands
-each request its own results. One copy of the model; the event loop never decodes."""
+each request its own results. As many workers as the translator decodes batches in parallel (one for
+PyTorch, whose threads share a batch; one per CTranslate2 CPU worker), over one copy of the model; the
+event loop never decodes."""
 from __future__ import annotations
 
 import collections
@@ -57,18 +59,20 @@ class Batcher:
         self._queued_sentences = 0
         self._lock = threading.Condition()
         self._stopping = False
-        self._worker = threading.Thread(target=self._run, name="batcher", daemon=True)
+        lanes = translator.parallel_batches if config.batching else 1
+        self._workers = [threading.Thread(target=self._run, name=f"batcher-{n}", daemon=True) for n in range(lanes)]
 
     def start(self) -> None:
-        self._worker.start()
+        for worker in self._workers:
+            worker.start()
 
     @property
     def alive(self) -> bool:
-        return self._worker.is_alive() and not self._stopping
+        return all(worker.is_alive() for worker in self._workers) and not self._stopping
 
     def submit(self, job: Job) -> Future:
         with self._lock:
-            if self._stopping or not self._worker.is_alive():
+            if self._stopping or not self.alive:
                 raise WorkerStopped("the server is stopping")
             if self._queued_sentences + len(job.sentences) > self.config.queue_sentences:
                 raise QueueFull(f"{self._queued_sentences} sentences are waiting (at most "
@@ -80,11 +84,13 @@ class Batcher:
         return job.result
 
     def stop(self, timeout: float) -> None:
-        """Finish what is queued (within `timeout` seconds), then end the worker."""
+        """Finish what is queued (within `timeout` seconds), then end the workers."""
         with self._lock:
             self._stopping = True
-            self._lock.notify()
-        self._worker.join(timeout)
+            self._lock.notify_all()
+        ends = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(0.0, ends - time.monotonic()))
 
     def _run(self) -> None:
         while True:
@@ -132,12 +138,14 @@ class Batcher:
         if not live:
             return
         sentences = [s for job in live for s in job.sentences]
+        started = time.monotonic()
         try:
             translations = self.translator.translate(sentences, live[0].decode, live[0].nbest)
         except Exception as err:  # a bad batch fails its requests, never the worker
             for job in live:
                 job.result.set_exception(err)
             return
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
         self.metrics.batch_sentences.observe(len(sentences))
         self.metrics.sentences.inc(len(sentences))
         self.metrics.tokens.inc(sum(job.tokens for job in live))
