@@ -14,7 +14,7 @@ RUN ?=
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-dev train translate evaluate export tensorboard test bench bench-deploy bench-data bench-export serve check-gpu clean-venv
+.PHONY: install install-dev train translate evaluate export tensorboard test bench bench-deploy bench-data bench-export bench-serve serve check-gpu clean-venv
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -86,6 +86,13 @@ check-gpu:
 bench-export: install-dev
 	$(PY) scripts/export.py --run $(or $(RUN),runs/sample) --format transformers --output exports/$(notdir $(or $(RUN),runs/sample))-hf --force
 	$(PY) scripts/bench_export.py --run $(or $(RUN),runs/sample) --export exports/$(notdir $(or $(RUN),runs/sample))-hf $(ARGS)
+
+# The server under load (RUN, default runs/sample: its int8 CTranslate2 export, made if missing, and its
+# PyTorch model), beside --no-batching and offline translation; then overload and a 5-minute soak.
+bench-serve: install-dev
+	@test -d exports/$(notdir $(or $(RUN),runs/sample))-ct2-int8 || $(PY) scripts/export.py --run $(or $(RUN),runs/sample) \
+		--quantization int8 --output exports/$(notdir $(or $(RUN),runs/sample))-ct2-int8
+	$(PY) scripts/bench_serve.py --run $(or $(RUN),runs/sample) $(ARGS)
 
 bench-data: install-dev
 	$(PY) scripts/bench_data.py $(ARGS)

@@ -3,8 +3,6 @@ on a free loopback port with a tiny model, and real HTTP clients."""
 import json
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,45 +13,15 @@ import httpx
 import pytest
 
 from tests.export_helpers import tiny_run
+from transformer_mt.benchmark.server_process import ServerProcess
 from transformer_mt.serving.paragraphs import Paragraph
 from transformer_mt.translator import Translator
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, run: Path | None, *flags: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        model = ["--run", str(run)] if run else []
-        self.process = subprocess.Popen([sys.executable, "scripts/serve.py", *model, "--device", "cpu",
-                                         "--threads", "1", "--port", str(self.port), *flags], cwd=ROOT,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.process.stdout.read()
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise AssertionError("the server did not become ready in 60 s")
-
-    def stop(self) -> tuple[int, str]:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            output, _ = self.process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            output, _ = self.process.communicate()
-        return self.process.returncode, output
+def Server(run: Path | None, *flags: str) -> ServerProcess:
+    return ServerProcess(["--run", str(run)] if run else [], *flags, ready_within=60)
 
 
 @pytest.fixture(scope="module")
