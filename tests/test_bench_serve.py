@@ -75,15 +75,18 @@ def test_the_smoke_run_serves_every_level_overloads_and_soaks_without_errors(tmp
     assert report["sentences"] == sum(len(Paragraph.of(s).sentences) == 1 for s, _ in sample_pairs[300:400])
     for figures in report["backends"].values():
         assert figures["offline_sentences_per_sec"] > 0 and figures["single_decode_ms"] > 0
+        assert set(figures["random_batches"]) == {"1", "8", "16", "32"}
         for found in (figures["batching"], figures["no_batching"]):
             assert set(found) == {"1", "32"}
             assert all(f["requests"] > 0 and f["statuses"] == {"200": f["requests"]} for f in found.values())
         assert figures["batching"]["32"]["batch"]["mean_sentences"] > 1  # requests shared batches
         assert figures["no_batching"]["32"]["batch"]["mean_sentences"] == 1
-        assert len(figures["targets"]) == 4
+        assert len(figures["targets"]) == 5
     overload = report["overload"]
     assert set(overload["load"]["statuses"]) == {"200", "429"}
     assert overload["health_ok"] == overload["health_checks"] > 0
     assert report["soak"]["load"]["statuses"] == {"200": report["soak"]["load"]["requests"]}
     assert report["soak"]["readings"] >= 4
+    by_words = report["backends"]["pytorch fp32"]["batching"]["32"]["by_words"]
+    assert sum(group["requests"] for group in by_words.values()) == report["backends"]["pytorch fp32"]["batching"]["32"]["translated"]
     assert "| target | backend | measured | limit | met |" in result.stdout

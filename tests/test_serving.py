@@ -194,11 +194,14 @@ def test_overload_is_answered_429_at_once_and_every_other_request_is_translated(
 
 
 def test_sigterm_answers_every_accepted_request_then_exits_0(run, sample_pairs):
-    server = Server(run, "--max-wait-ms", "300")
-    sentences = [s for s, _ in sample_pairs[1000:1016]]
+    server = Server(run, "--max-wait-ms", "5000")
+    sentences = single(sample_pairs, 1000, 16)  # one sentence a request: 16 queued = all 16 accepted
     with ThreadPoolExecutor(16) as pool:
         pending = [pool.submit(post, server, json={"q": s}) for s in sentences]
-        time.sleep(0.15)  # accepted, waiting for their batch
+        deadline = time.monotonic() + 30
+        while float(_metric(server.metrics(), "mt_queue_sentences")) < len(sentences):  # all accepted
+            assert time.monotonic() < deadline, "the requests were not all queued within 30 s"
+            time.sleep(0.02)
         code, output = server.stop()
         answers = [p.result() for p in pending]
     assert [a.status_code for a in answers] == [200] * 16

@@ -4,7 +4,9 @@ time; what they measure, and what the server's Prometheus histograms say of the 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
+import multiprocessing
 import ssl
 import statistics
 import time
@@ -25,6 +27,7 @@ class LoadFigure:
     latency_ms: dict[str, float]  # p50 / p95 / p99 / max of the 200s
     statuses: dict[str, int]  # every answer by status, and "timeout" / "transport" for none
     rejected_latency_ms: dict[str, float] = field(default_factory=dict)  # the same of the 429s
+    by_words: dict[str, dict[str, float]] = field(default_factory=dict)  # the 200s' by the sentence's words
     batch: dict[str, float] = field(default_factory=dict)  # the server's: mean sentences, median seconds
     cpu: dict[str, float] = field(default_factory=dict)  # CPU spent per request by the clients and the server
 
@@ -44,6 +47,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 @dataclass
 class _Tally:
     latencies: list[float] = field(default_factory=list)
+    words: list[int] = field(default_factory=list)  # of each of `latencies`' sentences
     rejected: list[float] = field(default_factory=list)
     statuses: Counter = field(default_factory=Counter)
     first: float = float("inf")
@@ -68,6 +72,7 @@ async def _client(http: httpx.AsyncClient, sentences: list[str], order: itertool
         tally.statuses[status] += 1
         if status == "200":
             tally.latencies.append((ended - started) * 1000)
+            tally.words.append(len(sentence.split()))
         elif status == "429":
             tally.rejected.append((ended - started) * 1000)
             if honour_retry_after:  # as a well-behaved client does, at most a second here
@@ -100,38 +105,47 @@ def _figure(clients: int, tally: _Tally) -> LoadFigure:
     elapsed = max(tally.last - tally.first, 1e-9)
     return LoadFigure(clients, round(elapsed, 2), sum(tally.statuses.values()), len(tally.latencies),
                       round(len(tally.latencies) / elapsed, 2), percentiles(tally.latencies),
-                      dict(sorted(tally.statuses.items())), percentiles(tally.rejected))
+                      dict(sorted(tally.statuses.items())), percentiles(tally.rejected), by_words(tally))
 
 
-async def poll_health(url: str, stop: asyncio.Event, every: float = 0.2) -> list[tuple[str, float]]:
-    """GET /health every `every` seconds until `stop`: (status, milliseconds) of each."""
-    found = []
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        while not stop.is_set():
+WORD_GROUPS = ((1, 5), (6, 8), (9, 12), (13, 20), (21, 10**6))
+
+
+def by_words(tally: _Tally) -> dict[str, dict[str, float]]:
+    """Latency percentiles of short and long sentences apart: is the tail the long ones?"""
+    found = {}
+    for low, high in WORD_GROUPS:
+        mine = [ms for words, ms in zip(tally.words, tally.latencies) if low <= words <= high]
+        if mine:
+            found[f"{low}-{high}" if high < 10**6 else f"{low}+"] = {"requests": len(mine), **percentiles(mine)}
+    return found
+
+
+def poll_health(url: str, seconds: float, every: float = 0.2) -> list[tuple[str, float]]:
+    """GET /health every `every` seconds for `seconds`: (status, milliseconds) of each. Run it in a
+    process of its own: in the clients' event loop it would time their queueing, not the server."""
+    found, until = [], time.monotonic() + seconds
+    with httpx.Client(base_url=url, timeout=10) as http:
+        while time.monotonic() < until:
             started = time.monotonic()
             try:
-                status = str((await http.get("/health")).status_code)
+                status = str(http.get("/health").status_code)
             except httpx.TimeoutException:
                 status = "timeout"
             except httpx.TransportError:
                 status = "transport"
             found.append((status, (time.monotonic() - started) * 1000))
-            await asyncio.sleep(every)
+            time.sleep(max(0.0, every - (time.monotonic() - started)))
     return found
 
 
 def load_with_health(url: str, sentences: list[str], clients: int, seconds: float,
                      timeout: float) -> tuple[LoadFigure, list[tuple[str, float]]]:
-    """`load`, honouring Retry-After, with /health polled throughout."""
-    async def both():
-        stop = asyncio.Event()
-        health = asyncio.create_task(poll_health(url, stop))
-        tally = await _load(url, sentences, clients, seconds, timeout, honour_retry_after=True)
-        stop.set()
-        return tally, await health
-
-    tally, health = asyncio.run(both())
-    return _figure(clients, tally), health
+    """`load`, honouring Retry-After, with /health polled throughout from another process."""
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        health = pool.submit(poll_health, url, seconds)
+        figure = load(url, sentences, clients, seconds, timeout, honour_retry_after=True)
+        return figure, health.result()
 
 
 class Histograms:
@@ -182,4 +196,4 @@ def batch_figures(before: Histograms, after: Histograms) -> dict[str, float]:
     if not count:
         return {}
     return {"batches": count, "mean_sentences": round(sentences / count, 2),
-            "median_ms": round(quantile(times, 0.5) * 1000, 2)}
+            "median_ms": round(quantile(times, 0.5) * 1000, 2), "p99_ms": round(quantile(times, 0.99) * 1000, 2)}

@@ -59,6 +59,7 @@ class Batcher:
         self._queued_sentences = 0
         self._lock = threading.Condition()
         self._stopping = False
+        self._decoding = 0  # workers decoding a batch
         lanes = translator.parallel_batches if config.batching else 1
         self._workers = [threading.Thread(target=self._run, name=f"batcher-{n}", daemon=True) for n in range(lanes)]
 
@@ -97,11 +98,17 @@ class Batcher:
             batch = self._next_batch()
             if batch is None:
                 return
-            self._decode(batch)
+            try:
+                self._decode(batch)
+            finally:
+                with self._lock:
+                    self._decoding -= 1
+                    self._lock.notify_all()  # a worker is free: a batch gathering elsewhere goes now
 
     def _next_batch(self) -> list[Job] | None:
         """Jobs of one search setting: the first waiting, then others until the token budget or the
-        first's maximum wait. None when stopping and nothing is left."""
+        first's maximum wait, but no waiting while another worker is free (the batch is decoded at
+        once, and the next one gathers on that worker). None when stopping and nothing is left."""
         with self._lock:
             while not self._jobs:
                 if self._stopping:
@@ -117,9 +124,10 @@ class Batcher:
                         batch.append(fitting)
                         continue
                     left = until - time.monotonic()
-                    if left <= 0 or self._stopping:
+                    if left <= 0 or self._stopping or len(self._workers) - 1 - self._decoding > 0:
                         break
                     self._lock.wait(left)
+            self._decoding += 1
             self._queued_sentences -= sum(len(j.sentences) for j in batch)
             self.metrics.queue_depth.set(self._queued_sentences)
         return batch
