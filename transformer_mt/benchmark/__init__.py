@@ -5,4 +5,7 @@ the matmul FLOPs that MFU and the decoding floors divide; `systems` builds what 
 ours without the key/value cache, the peer) and the jobs each times; `workload` prepares the data
 as a training run does; `suite` runs it all into a `records.BenchReport`; `report` prints it as
 Markdown. scripts/bench.py is the command line; docs/performance.md explains every figure.
+
+`make bench-serve` (scripts/bench_serve.py, docs/serving.md): `serving` runs the server benchmark,
+`server_process` starts the real server as a subprocess, `load` is its clients and their statistics.
 """

@@ -143,6 +143,7 @@ def load_with_health(url: str, sentences: list[str], clients: int, seconds: floa
                      timeout: float) -> tuple[LoadFigure, list[tuple[str, float]]]:
     """`load`, honouring Retry-After, with /health polled throughout from another process."""
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(percentiles, [0.0]).result()  # the poller started and this module imported before the load
         health = pool.submit(poll_health, url, seconds)
         figure = load(url, sentences, clients, seconds, timeout, honour_retry_after=True)
         return figure, health.result()

@@ -40,7 +40,7 @@ class ServeSizes:
     @classmethod
     def of(cls, smoke: bool) -> "ServeSizes":
         if smoke:
-            return cls((1, 32), 1.0, 0.3, 5, 2, 64, 4, 2.0, 4.0, 0.5, 1.0)
+            return cls((1, 32), 0.6, 0.2, 5, 2, 64, 4, 1.0, 2.5, 0.25, 0.5)
         return cls((1, 8, 32, 128), 15.0, 2.0, 300, 10, 512, 32, 20.0, 300.0, 5.0, 60.0)
 
 
