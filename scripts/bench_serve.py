@@ -60,8 +60,9 @@ def single_sentences(run: Path, given: str | None) -> list[str]:
     else:
         from transformer_mt.config import load_config
 
-        data = load_config(open_run(run).config).data
-        path = open_run(run).split_files("test", data.src_lang, data.tgt_lang)[0]
+        folder = open_run(run)
+        data = load_config(folder.config).data
+        path = folder.split_files("test", data.src_lang, data.tgt_lang)[0]
     if not path.is_file():
         raise UserError(f"no sentences at {path}: pass --sentences FILE")
     found = [line for line in read_lines(path) if line.strip() and len(Paragraph.of(line).sentences) == 1]

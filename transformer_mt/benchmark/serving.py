@@ -151,17 +151,23 @@ def random_batches(translator: TextTranslator, sentences: list[str], rounds: int
 
 def level(server: ServerProcess, sentences: list[str], clients: int, sizes: ServeSizes) -> LoadFigure:
     load(server.url, sentences, clients, sizes.warmup)
-    before, cpu = Histograms(server.metrics()), (own_cpu_seconds(), server.cpu_seconds())
+    before, cpu = Histograms(server.metrics()), cpu_reading(server)
     figure = load(server.url, sentences, clients, sizes.seconds)
-    figure.cpu = cpu_figures(figure, cpu, (own_cpu_seconds(), server.cpu_seconds()))
+    figure.cpu = cpu_figures(figure, cpu, cpu_reading(server))
     figure.batch = batch_figures(before, Histograms(server.metrics()))
     return figure
 
 
+def cpu_reading(server: ServerProcess) -> tuple[float | None, float | None, float | None]:
+    """CPU seconds so far of the clients (this process), the server, and the server's event loop."""
+    return (own_cpu_seconds(), *server.cpu_seconds())
+
+
 def cpu_figures(figure: LoadFigure, before: tuple, after: tuple) -> dict[str, float]:
-    """Where the machine's cores went in a window: the clients' and the server's CPU milliseconds per
-    request, the server's event loop's among them, and the cores the server's decoding used."""
-    (client0, (server0, loop0)), (client1, (server1, loop1)) = before, after
+    """Where the machine's cores went between two cpu_readings: the clients' and the server's CPU
+    milliseconds per request, the server's event loop's among them, and the cores the server's
+    decoding used."""
+    (client0, server0, loop0), (client1, server1, loop1) = before, after
     if None in (client0, server0, loop0, client1, server1, loop1) or not figure.requests:
         return {}
     per_request = 1000 / figure.requests
@@ -267,7 +273,7 @@ def markdown(report: ServeReport) -> str:
     lines += ["", "| target | backend | measured | limit | met |", "|---|---|---|---|---|"]
     for name, figures in report.backends.items():
         lines += [f"| {target} | {name} | {t.measured:g} | {'≤' if t.at_most else '≥'} {t.limit:g} | "
-                  f"{'yes' if t.met else '**no**'} |" for target, t in figures.targets.items()]
+                  f"{_verdict(t.met)} |" for target, t in figures.targets.items()]
     together = next(iter(report.backends.values())).batching.get("32") if report.backends else None
     if together and together.by_words:
         groups = "; ".join(f"{words} words: {f['requests']} requests, p50 {f['p50']}, p99 {f['p99']}"
@@ -278,14 +284,18 @@ def markdown(report: ServeReport) -> str:
         lines += ["", f"overload ({o['backend']}, {figure.clients} clients, --queue-size {o['queue_size']}, "
                       f"{figure.seconds:g} s): answers {figure.statuses}; 429s in p99 "
                       f"{figure.rejected_latency_ms.get('p99')} ms; /health {o['health_ok']}/{o['health_checks']} "
-                      f"answered 200, p99 {o['health_ms'].get('p99')} ms; met: {'yes' if o['met'] else '**no**'}"]
+                      f"answered 200, p99 {o['health_ms'].get('p99')} ms; met: {_verdict(o['met'])}"]
     if report.soak:
         s, figure = report.soak, report.soak["load"]
         lines += ["", f"soak ({s['backend']}, 32 clients, {figure.seconds:g} s): {figure.requests} requests, {figure.errors} errors, "
                       f"{figure.sentences_per_sec:.1f} sentences/s; resident memory {s.get('rss_reference_mb')} MB "
                       f"at the reference reading, most drift after it {s.get('rss_most_drift', 0):.1%}; "
-                      f"met: {'yes' if s['met'] else '**no**'}"]
+                      f"met: {_verdict(s['met'])}"]
     return "\n".join(lines)
+
+
+def _verdict(met: bool) -> str:
+    return "yes" if met else "**no**"
 
 
 def _row(name: str, clients: str, mode: str, figure: LoadFigure) -> str:

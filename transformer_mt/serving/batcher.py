@@ -73,7 +73,7 @@ class Batcher:
 
     def submit(self, job: Job) -> Future:
         with self._lock:
-            if self._stopping or not self.alive:
+            if not self.alive:  # stopping, or a worker died
                 raise WorkerStopped("the server is stopping")
             if self._queued_sentences + len(job.sentences) > self.config.queue_sentences:
                 raise QueueFull(f"{self._queued_sentences} sentences are waiting (at most "
