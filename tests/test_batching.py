@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from transformer_mt.batching import collate, epoch_batches, token_batches
+from transformer_mt.batching import Shapes, collate, epoch_batches, token_batches
 from transformer_mt.config import TokenizerConfig
 from transformer_mt.store import EncodedCorpus, StoreWriter, encode_pairs, encode_texts, open_store, read_manifest
 from transformer_mt.tokenizer import BOS, EOS, PAD, TokenizerPair
@@ -151,3 +151,31 @@ def test_the_plan_of_a_large_corpus_holds_one_int32_per_pair():
     plan = token_batches(EncodedCorpus(ids, offsets, ids, offsets), 4096, torch.Generator().manual_seed(0))
     assert plan.order.dtype == np.int32 and plan.order.nbytes == 4 * n
     assert plan.bounds.nbytes + plan.sequence.nbytes < 0.05 * plan.order.nbytes
+
+
+@pytest.mark.parametrize("shapes", [Shapes(4, 1), Shapes(1, 16), Shapes(8, 64)])
+def test_rounded_batches_hold_the_same_tokens_in_rounded_shapes(encoded, shapes):
+    ids, _ = encoded
+    for indices in ([5], [0, 999, 17, 300, 301], list(range(40, 90))):
+        batch, plain = collate(ids, np.array(indices), shapes), collate(ids, np.array(indices))
+        for got, want in zip(batch.tensors()[:3], plain.tensors()[:3]):
+            assert got.size(1) % shapes.length_multiple == 0 and got.size(1) - want.size(1) < shapes.length_multiple
+            assert torch.equal(got[:, : want.size(1)], want) and bool((got[:, want.size(1):] == PAD).all())
+        rows, real = batch.src_index, (batch.src != PAD).flatten().nonzero().squeeze(1)
+        assert len(rows) == min(batch.src.numel(), -(-len(real) // shapes.row_multiple) * shapes.row_multiple)
+        assert bool((rows[1:] > rows[:-1]).all()) and set(real.tolist()) <= set(rows.tolist())
+
+
+def test_a_rounded_plan_serves_every_pair_once_within_the_cap_in_rounded_widths(encoded):
+    ids, _ = encoded
+    shapes = Shapes(length_multiple=8)
+    plan = epoch_batches(ids, 300, seed=1, epoch=0, shapes=shapes)
+    served = np.concatenate(list(plan))
+    assert sorted(served.tolist()) == list(range(len(ids)))
+    for indices in plan:
+        batch = collate(ids, indices, shapes)
+        # the cap counts the longest side without its EOS/BOS column, as the unrounded plan does
+        assert len(indices) == 1 or len(indices) * (max(batch.src.size(1), batch.tgt_out.size(1)) - 1) <= 300
+    assert [b.tolist() for b in epoch_batches(ids, 300, seed=1, epoch=0, shapes=shapes)] == [b.tolist() for b in plan]
+    widths = {collate(ids, b, shapes).tgt_out.size(1) for b in plan}
+    assert len(widths) < len({collate(ids, b).tgt_out.size(1) for b in epoch_batches(ids, 300, seed=1, epoch=0)})

@@ -74,6 +74,8 @@ def test_optional_values_accept_null():
     ("train.lr=.nan", "train.lr: must be greater than 0"),
     ("train.warmup_steps=0", "train.warmup_steps: must be at least 1"),
     ("train.max_steps=-5", "train.max_steps: must be at least 1"),
+    ("train.length_multiple=0", "train.length_multiple: must be at least 1"),
+    ("train.row_multiple=0", "train.row_multiple: must be at least 1"),
     ("train.max_minutes=0", "train.max_minutes: must be greater than 0"),
     ("train.valid_max_sentences=0", "train.valid_max_sentences"),
     ("train.label_smoothing=1", r"train.label_smoothing: must be in \[0, 1\)"),

@@ -73,3 +73,11 @@ def test_a_malloc_the_user_chose_is_left_alone(monkeypatch, setting):
     for name, value in setting.items():
         monkeypatch.setenv(name, value)
     assert device.retain_freed_memory() is False
+
+
+def test_the_encoder_rows_are_rounded_by_default_only_for_bf16_on_cpu():
+    from transformer_mt.device import row_multiple
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert row_multiple(None, cpu, "bf16") == 32
+    assert row_multiple(None, cpu, "fp32") == row_multiple(None, cuda, "bf16") == 1
+    assert row_multiple(5, cpu, "fp32") == row_multiple(5, cpu, "bf16") == 5

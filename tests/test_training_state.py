@@ -39,9 +39,10 @@ def train(config, distributed=None):
     return trainer
 
 
-def test_resume_continues_exactly(tmp_path, corpus):
-    straight = train(small_config(tmp_path, corpus, "straight", max_steps=26, batch_tokens=1200))
-    first = small_config(tmp_path, corpus, "halves", max_steps=13, batch_tokens=1200)
+@pytest.mark.parametrize("shapes", [{}, {"length_multiple": 4, "row_multiple": 8}], ids=["exact", "rounded"])
+def test_resume_continues_exactly(tmp_path, corpus, shapes):
+    straight = train(small_config(tmp_path, corpus, "straight", max_steps=26, batch_tokens=1200, **shapes))
+    first = small_config(tmp_path, corpus, "halves", max_steps=13, batch_tokens=1200, **shapes)
     stopped = train(first).state
     assert stopped.position > 0  # stopped mid-epoch: resume must find its place inside the epoch
     second = train(replace(first, train=replace(first.train, max_steps=26, resume=True)))

@@ -8,6 +8,7 @@ from tests.test_model import tiny, tokens
 from tests.trainer_helpers import small_config, small_corpus
 from transformer_mt.batching import Batch
 from transformer_mt.config import TrainConfig
+from transformer_mt.device import attention_kernels, autocast
 from transformer_mt.run_setup import set_up_run
 from transformer_mt.tokenizer import BOS, EOS
 from transformer_mt.training import step as step_module
@@ -163,3 +164,40 @@ def test_batches_prepared_ahead_come_in_order_and_stop_with_the_caller(enabled):
         if item == 3:
             break
     assert made == list(range(4 + enabled))  # at most one made ahead
+
+
+def ragged_corpus(pairs: int = 12, seed: int = 0):
+    """Pairs of random lengths (3 to 13 tokens a side) over tiny()'s vocabulary."""
+    import numpy as np
+    from transformer_mt.store import EncodedCorpus
+    rng = np.random.default_rng(seed)
+    sides = []
+    for _ in range(2):
+        offsets = np.concatenate([[0], np.cumsum(rng.integers(3, 14, pairs))]).astype(np.int64)
+        sides += [rng.integers(4, 40, int(offsets[-1])).astype(np.uint16), offsets]
+    return EncodedCorpus(*sides)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_rounded_shapes_give_the_same_loss_and_gradients(precision):
+    """Padding columns and pad rows added to the encoder's: the same tokens, so the same loss and
+    gradients (up to summation order) as the unrounded batch."""
+    import numpy as np
+    from transformer_mt.batching import Shapes, collate
+    from transformer_mt.training.objective import smoothed_loss
+    corpus, indices = ragged_corpus(), np.arange(12)
+    grads, losses = [], []
+    for shapes in (Shapes(), Shapes(length_multiple=8, row_multiple=16)):
+        model = tiny().train()
+        batch = collate(corpus, indices, shapes)
+        with autocast(CPU, precision), attention_kernels(CPU):
+            logits = model(batch.src, batch.tgt_in, batch.src_index)
+        loss, _ = smoothed_loss(logits, batch.tgt_out, 0.1)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({name: p.grad for name, p in model.named_parameters()})
+    assert len(collate(corpus, indices, Shapes(row_multiple=16)).src_index) % 16 == 0
+    tolerance = {"fp32": dict(rtol=1e-5, atol=1e-6), "bf16": dict(rtol=2e-2, atol=2e-3)}[precision]
+    torch.testing.assert_close(losses[1], losses[0], **tolerance)
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, **tolerance, msg=name)

@@ -42,22 +42,48 @@ def pad_batch(sequences: list[list[int]], device: torch.device | str = "cpu") ->
                         padding_value=PAD).to(device)
 
 
-def collate(corpus: EncodedCorpus, indices: np.ndarray | Tensor) -> Batch:
+@dataclass(frozen=True)
+class Shapes:
+    """How training batches are rounded, so that the kernels see few distinct matrix shapes: batch
+    lengths (both sides) padded up to a multiple of `length_multiple`, and the encoder's real-token
+    rows (Batch.src_index) up to a multiple of `row_multiple` with pad positions, which attention and
+    the loss ignore. Where kernels are built per shape (oneDNN's bf16 kernels on CPU) a new shape
+    costs a kernel build; elsewhere rounding only adds padding (docs/performance.md)."""
+    length_multiple: int = 1
+    row_multiple: int = 1
+
+    def length(self, length: int) -> int:
+        return -(-length // self.length_multiple) * self.length_multiple
+
+    def rows(self, src: np.ndarray) -> np.ndarray:
+        """Flat positions of the encoder's rows in a (B, S) source batch: its real tokens, then as many
+        pads as round their count up (all of them, if there are too few)."""
+        flat = src.reshape(-1)
+        real = np.flatnonzero(flat != PAD)
+        wanted = min(flat.size, -(-real.size // self.row_multiple) * self.row_multiple)
+        if wanted == real.size:
+            return real
+        return np.sort(np.concatenate([real, np.flatnonzero(flat == PAD)[: wanted - real.size]]))
+
+
+def collate(corpus: EncodedCorpus, indices: np.ndarray | Tensor, shapes: Shapes = Shapes()) -> Batch:
     index = np.asarray(indices, dtype=np.int64)
-    src = _padded(corpus.src_ids, corpus.src_offsets, index, before=None, after=EOS)
-    tgt_in = _padded(corpus.tgt_ids, corpus.tgt_offsets, index, before=BOS, after=None)
-    tgt_out = _padded(corpus.tgt_ids, corpus.tgt_offsets, index, before=None, after=EOS)
-    return Batch(src, tgt_in, tgt_out, torch.from_numpy(np.flatnonzero(src.numpy() != PAD)))
+    src = _padded(corpus.src_ids, corpus.src_offsets, index, before=None, after=EOS, shapes=shapes)
+    tgt_in = _padded(corpus.tgt_ids, corpus.tgt_offsets, index, before=BOS, after=None, shapes=shapes)
+    tgt_out = _padded(corpus.tgt_ids, corpus.tgt_offsets, index, before=None, after=EOS, shapes=shapes)
+    return Batch(src, tgt_in, tgt_out, torch.from_numpy(shapes.rows(src.numpy())))
 
 
-def _padded(ids: np.ndarray, offsets: np.ndarray, index: np.ndarray, before: int | None, after: int | None) -> Tensor:
-    """(B, longest + 1) int64: each sequence with `before` or `after` added, right-padded, gathered in one go."""
+def _padded(ids: np.ndarray, offsets: np.ndarray, index: np.ndarray, before: int | None, after: int | None,
+            shapes: Shapes) -> Tensor:
+    """(B, longest + 1, rounded up by `shapes`) int64: each sequence with `before` or `after` added,
+    right-padded, gathered in one go."""
     starts = offsets[index]
     lengths = offsets[index + 1] - starts
     columns = np.arange(int(lengths.max(initial=0)))
     real = columns < lengths[:, None]
-    out = np.full((len(index), len(columns) + 1), PAD, dtype=np.int64)
-    body = out[:, 1:] if before is not None else out[:, :-1]
+    out = np.full((len(index), shapes.length(len(columns) + 1)), PAD, dtype=np.int64)
+    body = out[:, 1 : len(columns) + 1] if before is not None else out[:, : len(columns)]
     body[real] = ids[(starts[:, None] + columns)[real]]
     if before is not None:
         out[:, 0] = before
@@ -91,8 +117,9 @@ class BatchPlan:
 
 
 def token_batches(corpus: EncodedCorpus, batch_tokens: int, generator: torch.Generator | None,
-                  pool_batches: int = 100) -> BatchPlan:
-    """Batches whose padded size (sentences × longest side) stays within `batch_tokens`.
+                  pool_batches: int = 100, shapes: Shapes = Shapes()) -> BatchPlan:
+    """Batches whose padded size (sentences × longest side, rounded as `shapes` rounds it) stays
+    within `batch_tokens`.
 
     With a generator: shuffle, sort by length inside pools of about `pool_batches` batches, and shuffle
     the batch order, so batches are dense but epochs differ. Without: one pass sorted by length.
@@ -111,7 +138,10 @@ def token_batches(corpus: EncodedCorpus, batch_tokens: int, generator: torch.Gen
         src, tgt = corpus.lengths(chunk.astype(np.int64))
         by_length = np.lexsort((src, tgt))  # by target, then source length (stable): little padding on both sides
         order[start : start + len(chunk)] = chunk[by_length]
-        starts += [start + s for s in _cut(np.maximum(src, tgt)[by_length].tolist(), batch_tokens)]
+        widths = np.maximum(src, tgt)[by_length]
+        if shapes.length_multiple > 1:  # the width a sentence makes its batch, less the EOS/BOS column
+            widths = -(-(widths + 1) // shapes.length_multiple) * shapes.length_multiple - 1
+        starts += [start + s for s in _cut(widths.tolist(), batch_tokens)]
     bounds = np.array(starts + [n], dtype=np.int64)
     count = len(starts)
     sequence = torch.randperm(count, generator=generator).numpy() if generator is not None else np.arange(count)
@@ -131,10 +161,10 @@ def _cut(lengths: list[int], batch_tokens: int) -> list[int]:
 
 
 def epoch_batches(corpus: EncodedCorpus, batch_tokens: int, seed: int, epoch: int, rank: int = 0,
-                  world_size: int = 1) -> BatchPlan:
+                  world_size: int = 1, shapes: Shapes = Shapes()) -> BatchPlan:
     """This rank's batches for one epoch: the same for any resume of the run, sharded by rank."""
     generator = torch.Generator().manual_seed(seed * 100003 + epoch)
-    return token_batches(corpus, batch_tokens, generator).shard(rank, world_size)
+    return token_batches(corpus, batch_tokens, generator, shapes=shapes).shard(rank, world_size)
 
 
 def padding_share(batch: Batch) -> float:

@@ -109,6 +109,9 @@ class TrainConfig:
     tf32: bool = True  # fp32 on CUDA: matmuls on TF32 tensor cores (10-bit mantissa inputs, fp32 sums)
     seed: int = 1234
     batch_tokens: int = 8192  # padded tokens per batch side (src or tgt), per rank
+    # Rounding of batch shapes, so that kernels built per shape are built less often (batching.Shapes):
+    length_multiple: int = 1  # batch lengths padded up to a multiple
+    row_multiple: int | None = None  # the encoder's rows padded up to a multiple; None: auto (device.row_multiple)
     accumulate: int = 1
     lr: float = 7e-4  # peak learning rate, reached after the warm-up
     warmup_steps: int = 4000
@@ -139,7 +142,7 @@ class TrainConfig:
         _choice("train.optimizer", self.optimizer, ("adam", "adamw"))
         if len(self.adam_betas) != 2:
             raise ConfigError("train.adam_betas: expected two numbers")
-        _at_least("train", self, 1, "batch_tokens", "accumulate", "warmup_steps", "max_steps", "max_epochs",
+        _at_least("train", self, 1, "batch_tokens", "length_multiple", "row_multiple", "accumulate", "warmup_steps", "max_steps", "max_epochs",
                   "log_every", "valid_every", "valid_max_sentences", "checkpoint_every", "keep_last", "patience",
                   "num_threads")
         _at_least("train", self, 0.0, "weight_decay", "clip_norm")

@@ -51,6 +51,15 @@ def pick_precision(name: str, device: torch.device) -> str:
     return name
 
 
+def row_multiple(setting: int | None, device: torch.device, precision: str) -> int:
+    """train.row_multiple, `None` resolved: on CPU in bf16 the encoder's rows are rounded up to 32
+    (oneDNN builds its bf16 kernels per shape, and the encoder's row count changes almost every
+    batch), costing ~1% more encoder rows; elsewhere they are not (docs/performance.md)."""
+    if setting is not None:
+        return setting
+    return 32 if device.type == "cpu" and precision == "bf16" else 1
+
+
 def set_fp32_matmuls(device: torch.device, tf32: bool) -> None:
     """On CUDA, fp32 matmuls and convolutions on TF32 tensor cores (PyTorch's default is full fp32,
     several times slower on Ampere and later) unless `tf32` is off."""

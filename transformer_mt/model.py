@@ -38,7 +38,9 @@ class Unpadded:
     layers (projections, feed-forward, norms) on these N rows only, and attention on the (B, S)
     layout: batches are bucketed by target length, so their sources carry padding that would
     otherwise go through every linear layer (docs/performance.md). Finding the rows on a GPU waits
-    for it (nonzero), so training batches bring them from collation (Batch.src_index)."""
+    for it (nonzero), so training batches bring them from collation (Batch.src_index). Those may add
+    pad positions, to round the row count (batching.Shapes): attention never looks at a pad key, so
+    what those rows compute reaches neither the loss nor the gradients."""
     index: Tensor  # (N,) flat indices into B × S
     batch: int
     length: int
@@ -55,7 +57,7 @@ class Unpadded:
         return x.flatten(0, 1).index_select(0, self.index)
 
     def unpack(self, x: Tensor) -> Tensor:
-        """(N, ...) → (B, S, ...), zeros at the pads."""
+        """(N, ...) → (B, S, ...), zeros at the positions not among the rows."""
         full = x.new_zeros(self.batch * self.length, *x.shape[1:])
         return full.index_copy_(0, self.index, x).unflatten(0, (self.batch, self.length))
 
@@ -268,7 +270,7 @@ class Transformer(nn.Module):
 
     def encode(self, src: Tensor, need_weights: bool = False,
                src_index: Tensor | None = None) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """(B, S) ids → memory (B, S, D; zeros at pads), source mask (B, 1, 1, S), per-layer
+        """(B, S) ids → memory (B, S, D; zeros at pads not among the rows), source mask (B, 1, 1, S), per-layer
         self-attention weights. `src_index`: where src's real tokens are (Unpadded.of)."""
         mask, unpadded = padding_mask(src), Unpadded.of(src, src_index)
         x, maps = unpadded.pack(self._embed(self.src_embed, src)), []

@@ -12,9 +12,10 @@ from typing import TypeVar
 
 import torch
 
-from ..batching import Batch, collate, epoch_batches
+from ..batching import Batch, Shapes, collate, epoch_batches
 from ..config import Config
-from ..device import attention_kernels, pick_device, pick_precision, set_fp32_matmuls, slow_precision_warning
+from ..device import (attention_kernels, pick_device, pick_precision, row_multiple, set_fp32_matmuls,
+                      slow_precision_warning)
 from ..errors import StoppedByRank0, UserError
 from ..model import Transformer, count_parameters
 from ..run_setup import PreparedRun
@@ -50,6 +51,7 @@ class Trainer:
         self.device = pick_device(tc.device)
         self.precision = pick_precision(tc.precision, self.device)
         set_fp32_matmuls(self.device, tc.tf32)
+        self.shapes = Shapes(tc.length_multiple, row_multiple(tc.row_multiple, self.device, self.precision))
         torch.manual_seed(tc.seed)
         self.model = Transformer(config.model, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size,
                                  shared_vocab=tokenizers.joint).to(self.device)
@@ -92,10 +94,11 @@ class Trainer:
     def _rest_of_epoch(self) -> Iterator[list[Batch]]:
         """The micro-batches of each update left in the current epoch (all of it, unless resumed mid-epoch)."""
         tc, ids = self.config.train, self.prepared.train_ids
-        plan = epoch_batches(ids, tc.batch_tokens, tc.seed, self.state.epoch, self.dist.rank, self.dist.world_size)
+        plan = epoch_batches(ids, tc.batch_tokens, tc.seed, self.state.epoch, self.dist.rank, self.dist.world_size,
+                             self.shapes)
         pin = self.device.type == "cuda"
         for position in range(self.state.position, math.ceil(len(plan) / tc.accumulate)):
-            batches = [collate(ids, plan[i])
+            batches = [collate(ids, plan[i], self.shapes)
                        for i in range(position * tc.accumulate, min(len(plan), (position + 1) * tc.accumulate))]
             yield [batch.pinned() for batch in batches] if pin else batches
 
