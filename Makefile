@@ -14,7 +14,7 @@ RUN ?=
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-dev train translate evaluate export tensorboard test bench bench-deploy bench-data bench-export bench-serve serve check-gpu clean-venv
+.PHONY: install install-dev train translate evaluate export tensorboard test bench bench-deploy bench-data bench-export bench-serve bench-shapes serve check-gpu clean-venv
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -96,6 +96,9 @@ bench-serve: install-dev
 
 bench-data: install-dev
 	$(PY) scripts/bench_data.py $(ARGS)
+
+bench-shapes: install
+	$(PY) scripts/bench_shapes.py $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
