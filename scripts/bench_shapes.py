@@ -4,15 +4,21 @@
   python scripts/bench_shapes.py                    the quick start's data and model (~6 min on 2 cores)
   python scripts/bench_shapes.py --precision bf16   another precision than train.precision=auto picks
   python scripts/bench_shapes.py --smoke            tiny sizes: checks that it runs (the tests use it)
+  python scripts/bench_shapes.py --make-bench       also: the matrix products of make bench's training
+                                                    phase, replayed in its turn order through the cache
+                                                    (needs the bench extra: transformers)
 
 Prepares configs/sample.yaml's corpus in a temporary folder, then:
 1. the census of one epoch's batch plan under each rounding (batching.Shapes): batches, distinct
-   batch shapes, encoder and decoder row counts, linear-layer shapes, and the padding it costs;
+   batch shapes, encoder and decoder row counts, linear-layer shapes, and the padding it costs; the
+   GEMM shapes (backward products too), and how many kernels a least-recently-used cache of oneDNN's
+   default 1,024 entries would build over the epoch;
 2. the trainer's update on the first --steps fresh batches of each rounding, taking turns step by
    step: real target tokens/s, and its ratio to the unrounded plan's;
 3. one profile (torch.profiler, shapes recorded) of --profile-steps fresh updates, unrounded and with
    rows rounded to 32 (what train.row_multiple=auto picks for bf16 on CPU): the busiest ops, the
-   shares of the GEMMs and of copies (dtype casts and layout copies), and GEMM GFLOP/s by shape.
+   shares of the GEMMs and of copies (dtype casts and layout copies), the elements cast per update
+   (weight-shaped against activations), and GEMM GFLOP/s by shape.
 Writes bench-shapes.json and prints Markdown tables.
 """
 from __future__ import annotations
@@ -41,6 +47,8 @@ def main() -> int:
     parser.add_argument("--profile-steps", type=int, default=20)
     parser.add_argument("--output", default="bench-shapes.json")
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--make-bench", action="store_true",
+                        help="count the kernels make bench's interleaved training jobs would build")
     args = parser.parse_args()
     if args.steps < 2 or args.profile_steps < 1:
         parser.error("--steps must be at least 2 and --profile-steps at least 1")
@@ -58,6 +66,7 @@ def main() -> int:
 
     retain_freed_memory()
     device = torch.device("cpu")
+    report_bench = asdict(bench_training_turns(args.smoke)) if args.make_bench else None  # first: it may need the peer
     with tempfile.TemporaryDirectory() as folder:
         overrides = [f"run.root={folder}", "run.name=shapes"]
         if args.smoke:
@@ -84,9 +93,30 @@ def main() -> int:
               "timed": {k: asdict(v) for k, v in timed.items()},
               "ratios": {k: v.tokens_per_sec / timed["none"].tokens_per_sec for k, v in timed.items()},
               "profiles": {k: asdict(v) for k, v in profiles.items()}}
+    if args.make_bench:
+        report["make_bench_training"] = report_bench
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))
     return 0
+
+
+def bench_training_turns(smoke: bool):
+    """make bench's training jobs (fp32: the same matrix shapes as bf16), matmul peak included."""
+    import torch
+
+    from transformer_mt.benchmark import shapes as bench
+    from transformer_mt.benchmark.suite import Sizes, training_batchings, training_jobs
+    from transformer_mt.benchmark.systems import ours, peer
+    from transformer_mt.benchmark.timing import MatmulPeak
+    from transformer_mt.benchmark.workload import Workload
+    from transformer_mt.device import DTYPES
+
+    device = torch.device("cpu")
+    work, sizes = Workload(smoke, device), Sizes.of(smoke)
+    systems = [ours(work.model_cfg, work.vocab, device), peer(work.model_cfg, work.vocab, device)]
+    jobs, _ = training_jobs(systems, training_batchings(work, sizes), "fp32", device)
+    peak = MatmulPeak(sizes.matmul, DTYPES["fp32"], device)
+    return bench.turns_census({"matmul": peak.job, **jobs}, *sizes.rounds, capacities=(bench.ONEDNN_DEFAULT_CACHE, 4096))
 
 
 def markdown(report: dict) -> str:
@@ -94,25 +124,36 @@ def markdown(report: dict) -> str:
     lines = [f"{report['device']} · torch {report['torch']} · {report['date']} · {report['precision']} · "
              f"batch_tokens {report['batch_tokens']}", "",
              "| rounding | batches | distinct (B, S, T) | encoder rows | decoder rows | linear shapes | "
-             "real target share | encoder row overhead | linear FLOPs / token |", "|---|---|---|---|---|---|---|---|---|"]
+             "real target share | encoder row overhead | linear FLOPs / token | GEMM shapes | "
+             "GEMM kernel builds (LRU 1024) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, c in report["census"].items():
         lines.append(f"| {name} | {c['batches']} | {c['batch_shapes']} | {c['encoder_rows']} | {c['decoder_rows']} | "
                      f"{c['linear_shapes']} | {c['real_target_share']:.3f} | {c['encoder_row_overhead']:.1%} | "
-                     f"{c['linear_mflops_per_target_token'] / base:.3f} |")
+                     f"{c['linear_mflops_per_target_token'] / base:.3f} | {c['gemm_shapes']} | {c['gemm_builds']} |")
     lines += ["", "| rounding (fresh batches, turns step by step) | steps | target tokens/s | first half | "
                   "second half | vs none |", "|---|---|---|---|---|---|"]
     for name, t in report["timed"].items():
         lines.append(f"| {name} | {t['steps']} | {t['tokens_per_sec']:,.0f} | {t['first_half_tokens_per_sec']:,.0f} | "
                      f"{t['second_half_tokens_per_sec']:,.0f} | {report['ratios'][name]:.3f} |")
     lines += ["", f"train.row_multiple=auto here: {report['row_multiple_auto']}", "",
-              "| profile | seconds | GEMM share | copy share | busiest ops | GEMM GFLOP/s by shape |",
-              "|---|---|---|---|---|---|"]
+              "| profile | seconds | GEMM share | copy share | casts / update (M elements: weights, activations) | "
+              "busiest ops | GEMM GFLOP/s by shape |", "|---|---|---|---|---|---|---|"]
     for name, p in report["profiles"].items():
         ops = ", ".join(f"{op.removeprefix('aten::')} {share:.0%}" for op, share in list(p["top_ops"].items())[:5])
         rates = ", ".join(f"{shape} {rate:.0f}" for shape, rate in list(p["gemm_gflops_by_shape"].items())[:4])
-        lines.append(f"| {name} | {p['seconds']:.2f} | {p['gemm_share']:.0%} | {p['copy_share']:.0%} | {ops} | {rates} |")
+        casts = p["casts_per_update"]
+        lines.append(f"| {name} | {p['seconds']:.2f} | {p['gemm_share']:.0%} | {p['copy_share']:.0%} | "
+                     f"{casts['weights']:.1f}, {casts['activations']:.1f} | {ops} | {rates} |")
+    if "make_bench_training" in report:
+        t = report["make_bench_training"]
+        by_job = ", ".join(f"{job} {n}" for job, n in t["distinct_by_job"].items())
+        builds = ", ".join(f"{n} at capacity {capacity}" for capacity, n in t["timed_builds"].items())
+        lines += ["", f"make bench's training phase: {t['distinct']} distinct matrix products ({by_job}); "
+                      f"kernels built in its timed rounds ({t['timed_calls']} products): {builds}"]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from transformer_mt.cli import main_guard
+
+    main_guard(main)

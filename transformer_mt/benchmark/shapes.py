@@ -8,7 +8,9 @@ fresh batches, each rounding in turn, so that a kernel built for one step is reu
 shape really repeats."""
 from __future__ import annotations
 
+import functools
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +23,7 @@ from ..model import Transformer
 from ..store import EncodedCorpus
 from ..training.distributed import Distributed
 from ..training.step import Updater
-from .timing import GEMM_OPS
+from .timing import GEMM_OPS, Job, side_by_side
 
 COPY_OPS = ("aten::copy_", "aten::_to_copy")
 
@@ -67,6 +69,33 @@ class Census:
     real_target_share: float  # real target tokens / target positions computed
     encoder_row_overhead: float  # encoder rows computed / real source tokens, less 1
     linear_mflops_per_target_token: float  # the linear layers', forward and backward
+    gemm_shapes: int  # distinct GEMMs (m, k, n) of the linear layers, forward and both backward products
+    gemm_builds: int  # how often a cache of ONEDNN_DEFAULT_CACHE GEMM kernels, least recently used
+    #                   out first, would have to build one over the epoch (oneDNN's primitive cache)
+
+
+ONEDNN_DEFAULT_CACHE = 1024  # oneDNN's default primitive cache capacity (ONEDNN_PRIMITIVE_CACHE_CAPACITY)
+
+
+def gemm_products(linear: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """(m, k, n) of each linear layer's forward product and of its two backward ones, in order."""
+    return [gemm for rows, fan_in, fan_out in linear
+            for gemm in ((rows, fan_in, fan_out), (rows, fan_out, fan_in), (fan_out, rows, fan_in))]
+
+
+def cache_builds(sequence: list, capacity: int) -> int:
+    """Misses of a least-recently-used cache of `capacity` entries over `sequence`."""
+    cache: OrderedDict = OrderedDict()
+    builds = 0
+    for key in sequence:
+        if key in cache:
+            cache.move_to_end(key)
+            continue
+        builds += 1
+        cache[key] = None
+        if len(cache) > capacity:
+            cache.popitem(last=False)
+    return builds
 
 
 def census(corpus: EncodedCorpus, batch_tokens: int, seed: int, shapes: Shapes, cfg: ModelConfig,
@@ -74,11 +103,13 @@ def census(corpus: EncodedCorpus, batch_tokens: int, seed: int, shapes: Shapes, 
     """Distinct shapes, padding and linear-layer FLOPs per real target token of one rounding's epoch."""
     plan = batch_shapes(corpus, batch_tokens, seed, shapes)
     linear: set[tuple[int, int, int]] = set()
+    gemms: list[tuple[int, int, int]] = []
     flops = 0.0
     for batch in plan:
         products = linear_products(batch, cfg, vocab)
         flops += sum(6.0 * rows * fan_in * fan_out for rows, fan_in, fan_out in products)  # forward and backward
         linear |= set(products)
+        gemms += gemm_products(products)
     targets = sum(b.real_target_tokens for b in plan)
     return Census(
         batches=len(plan), batch_shapes=len({(b.sentences, b.src_len, b.tgt_len) for b in plan}),
@@ -86,7 +117,8 @@ def census(corpus: EncodedCorpus, batch_tokens: int, seed: int, shapes: Shapes, 
         linear_shapes=len(linear),
         real_target_share=targets / max(1, sum(b.sentences * b.tgt_len for b in plan)),
         encoder_row_overhead=sum(b.encoder_rows for b in plan) / max(1, sum(b.real_source_tokens for b in plan)) - 1,
-        linear_mflops_per_target_token=flops / max(1, targets) / 1e6)
+        linear_mflops_per_target_token=flops / max(1, targets) / 1e6,
+        gemm_shapes=len(set(gemms)), gemm_builds=cache_builds(gemms, ONEDNN_DEFAULT_CACHE))
 
 
 @dataclass
@@ -137,6 +169,7 @@ class StepProfile:
     copy_share: float  # copy_ and _to_copy: dtype casts (autocast's) and layout copies
     top_ops: dict[str, float]  # share of the busiest ops
     gemm_gflops_by_shape: dict[str, float]  # time-weighted GFLOP/s of the busiest GEMM input shapes
+    casts_per_update: dict[str, float]  # millions of elements through _to_copy: weight-shaped, activations
 
 
 def profile_updates(corpus: EncodedCorpus, train: TrainConfig, cfg: ModelConfig, vocab: int, precision: str,
@@ -144,7 +177,8 @@ def profile_updates(corpus: EncodedCorpus, train: TrainConfig, cfg: ModelConfig,
     """`steps` updates on fresh batches under torch.profiler (CPU, shapes recorded)."""
     device = torch.device("cpu")
     torch.manual_seed(train.seed)
-    updater = Updater(Transformer(cfg, vocab, vocab, shared_vocab=True), train, device, precision, Distributed())
+    model = Transformer(cfg, vocab, vocab, shared_vocab=True)
+    updater = Updater(model, train, device, precision, Distributed())
     plan = epoch_batches(corpus, train.batch_tokens, train.seed, 0, shapes=shapes)
     batches = [collate(corpus, plan[i], shapes) for i in range(min(steps, len(plan)))]
     with attention_kernels(device), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
@@ -156,7 +190,19 @@ def profile_updates(corpus: EncodedCorpus, train: TrainConfig, cfg: ModelConfig,
     busiest = sorted(ops.items(), key=lambda item: -item[1])[:top]
     return StepProfile(total, sum(ops.get(op, 0.0) for op in GEMM_OPS) / total,
                        sum(ops.get(op, 0.0) for op in COPY_OPS) / total,
-                       {op: seconds / total for op, seconds in busiest}, _gemm_rates(prof, top))
+                       {op: seconds / total for op, seconds in busiest}, _gemm_rates(prof, top),
+                       _casts(prof, {tuple(p.shape) for p in model.parameters()}, len(batches)))
+
+
+def _casts(prof, weight_shapes: set[tuple[int, ...]], updates: int) -> dict[str, float]:
+    """Elements (millions per update) that `_to_copy` converts, split by whether the input has a
+    parameter's shape: autocast's weight casts and their gradients' casts back, against activations."""
+    counts = {"weights": 0, "activations": 0}
+    for event in prof.events():
+        if event.name == "aten::_to_copy" and event.input_shapes and event.input_shapes[0]:
+            shape = tuple(event.input_shapes[0])
+            counts["weights" if shape in weight_shapes else "activations"] += int(np.prod(shape))
+    return {kind: n / max(1, updates) / 1e6 for kind, n in counts.items()}
 
 
 def _gemm_rates(prof, top: int) -> dict[str, float]:
@@ -174,3 +220,40 @@ def _gemm_rates(prof, top: int) -> dict[str, float]:
         entry[1] += event.self_cpu_time_total / 1e6
     busiest = sorted(by_shape.items(), key=lambda item: -item[1][1])[:top]
     return {shape: flops / max(1e-9, seconds) / 1e9 for shape, (flops, seconds) in busiest}
+
+
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def matmul_calls(job: Job) -> list[list[tuple]]:
+    """(op, input shapes) of every matrix product of each of `job`'s steps, in order (torch.profiler)."""
+    calls = []
+    for step in job.steps:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+            step()
+        calls.append([(e.name, tuple(map(tuple, e.input_shapes))) for e in prof.events() if e.name in MATMUL_OPS])
+    return calls
+
+
+@dataclass
+class TurnsCensus:
+    distinct_by_job: dict[str, int]  # distinct (op, shapes) matrix products of each job
+    distinct: int  # over all the jobs together
+    timed_calls: int  # matrix products in the timed rounds
+    timed_builds: dict[int, int]  # by cache capacity: kernels built in the timed rounds, warm-up done
+
+
+def turns_census(jobs: dict[str, Job], warmup: int, repeats: int, capacities: tuple[int, ...]) -> TurnsCensus:
+    """Replays the jobs' matrix products in the order timing.side_by_side runs the jobs (warm-up, then
+    rounds taking turns), through least-recently-used caches: does a benchmark that interleaves
+    systems keep their kernels, or build them again and time the building?"""
+    calls = {name: matmul_calls(job) for name, job in jobs.items()}
+    sequence: list[tuple] = []
+    replay = {name: Job([functools.partial(sequence.extend, step) for step in steps]) for name, steps in calls.items()}
+    side_by_side(replay, warmup, 0)
+    warm = len(sequence)
+    side_by_side(replay, 0, repeats)
+    return TurnsCensus({name: len({c for step in steps for c in step}) for name, steps in calls.items()},
+                       len(set(sequence)), len(sequence) - warm,
+                       {capacity: cache_builds(sequence, capacity) - cache_builds(sequence[:warm], capacity)
+                        for capacity in capacities})

@@ -66,9 +66,8 @@ def measure(options: Options) -> BenchReport:
     systems = [ours(cfg, vocab, device)] + ([peer(cfg, vocab, device)] if options.peer else [])
     report = BenchReport(device_name(device), torch.__version__, date.today().isoformat(), vars(cfg), vocab,
                          skipped=skipped)
-    same_batches = work.token_batches(sizes.batch_tokens, sizes.steps)
-    mean_sentences = round(sum(b.src.size(0) for b in same_batches) / len(same_batches))
-    batchings = {SAME_BATCHES: same_batches, HF_BATCHING: work.hf_batches(mean_sentences, sizes.steps)}
+    batchings = training_batchings(work, sizes)
+    same_batches = batchings[SAME_BATCHES]
     decode_batches = work.decode_batches(64)
     report.decode_sentences = sum(src.size(0) for src in decode_batches)
     for precision in precisions:
@@ -118,18 +117,32 @@ def _precisions(device: torch.device, smoke: bool) -> tuple[list[str], dict[str,
 def _bench_training(report: BenchReport, systems: list[System], batchings: dict[str, list[Batch]], precision: str,
                     device: torch.device, rounds: tuple[int, int], peak: MatmulPeak) -> None:
     """Ours on its own batches; the peer on the same batches and on Hugging Face-style ones."""
-    jobs, batches_of = {}, {}
-    for system in systems:
-        for batching, batches in batchings.items():
-            if system.name == PEER or batching == SAME_BATCHES:
-                key = label(system.name, batching, precision)
-                jobs[key], batches_of[key] = training_job(system, batches, precision, device), batches
+    jobs, batches_of = training_jobs(systems, batchings, precision, device)
     for key, samples in peak.alongside(jobs, *rounds).items():
         batches, seconds = batches_of[key], Spread.of(samples)
         report.train[key] = TrainFigure(seconds.rate(sum(b.n_tokens for b in batches)), seconds.scaled(1 / len(batches)),
                                         statistics.mean(padding_share(b) for b in batches))
         log(f"train {key}: {report.train[key].tokens_per_sec.median:.0f} target tokens/s")
     _profile(report, {key: jobs[key] for key in jobs if SAME_BATCHES in key}, precision, device)
+
+
+def training_batchings(work: Workload, sizes: Sizes) -> dict[str, list[Batch]]:
+    """Our length-bucketed batches, and Hugging Face-style ones of the same mean sentences per batch."""
+    same_batches = work.token_batches(sizes.batch_tokens, sizes.steps)
+    mean_sentences = round(sum(b.src.size(0) for b in same_batches) / len(same_batches))
+    return {SAME_BATCHES: same_batches, HF_BATCHING: work.hf_batches(mean_sentences, sizes.steps)}
+
+
+def training_jobs(systems: list[System], batchings: dict[str, list[Batch]], precision: str,
+                  device: torch.device) -> tuple[dict[str, Job], dict[str, list[Batch]]]:
+    """The training jobs that take turns, by label, and the batches each runs."""
+    jobs, batches_of = {}, {}
+    for system in systems:
+        for batching, batches in batchings.items():
+            if system.name == PEER or batching == SAME_BATCHES:
+                key = label(system.name, batching, precision)
+                jobs[key], batches_of[key] = training_job(system, batches, precision, device), batches
+    return jobs, batches_of
 
 
 def _bench_decoding(report: BenchReport, systems: list[System], batches: list[torch.Tensor], precision: str,
