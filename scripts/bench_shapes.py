@@ -101,7 +101,8 @@ def main() -> int:
 
 
 def bench_training_turns(smoke: bool):
-    """make bench's training jobs (fp32: the same matrix shapes as bf16), matmul peak included."""
+    """shapes.TurnsCensus of make bench's training jobs (fp32: the same matrix shapes as bf16), matmul peak
+    included."""
     import torch
 
     from transformer_mt.benchmark import shapes as bench

@@ -60,8 +60,8 @@ def test_cache_builds_are_the_misses_of_an_lru_cache():
 
 def test_bench_shapes_smoke_run_writes_its_report(tmp_path):
     output = tmp_path / "shapes.json"
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_shapes.py"), "--smoke", "--make-bench", "--output",
-                           str(output)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_shapes.py"), "--smoke", "--make-bench",
+                           "--output", str(output)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(output.read_text())
     census = report["census"]
@@ -71,7 +71,6 @@ def test_bench_shapes_smoke_run_writes_its_report(tmp_path):
     assert "| rounding |" in done.stdout
     turns = report["make_bench_training"]
     assert turns["distinct"] >= max(turns["distinct_by_job"].values()) and turns["timed_calls"] > 0
-
 
 
 def test_the_cast_census_counts_each_linear_weight_and_its_gradient_once_per_update():

@@ -222,7 +222,7 @@ def _gemm_rates(prof, top: int) -> dict[str, float]:
     return {shape: flops / max(1e-9, seconds) / 1e9 for shape, (flops, seconds) in busiest}
 
 
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+MATMUL_OPS = GEMM_OPS + ("aten::bmm", "aten::baddbmm")  # the attention products too
 
 
 def matmul_calls(job: Job) -> list[list[tuple]]:
