@@ -87,6 +87,25 @@ def test_with_a_worker_free_a_batch_is_decoded_at_once_else_it_waits_for_company
     batcher.stop(5)
 
 
+def test_a_worker_coming_free_never_takes_a_job_from_under_the_batch_waiting_for_it():
+    """The worker freed by "a" and the one gathering "b" both wake when "c" arrives just before:
+    however their threads are scheduled, "c" joins "b" rather than going alone ahead of it."""
+    for _ in range(30):
+        hold = threading.Event()
+        translator = Recorder(parallel_batches=2, hold=hold)
+        batcher = started(translator, max_wait_ms=5000)
+        first = batcher.submit(job("a"))
+        time.sleep(0.01)
+        second = batcher.submit(job("b"))
+        time.sleep(0.005)
+        third = batcher.submit(job("c"))
+        hold.set()
+        for future in (first, second, third):
+            future.result(10)
+        batcher.stop(5)
+        assert translator.batches == [["a"], ["b", "c"]]
+
+
 def test_as_many_batches_decode_at_once_as_the_translator_can():
     hold = threading.Event()
     translator = Recorder(parallel_batches=2, hold=hold)

@@ -60,6 +60,7 @@ class Batcher:
         self._lock = threading.Condition()
         self._stopping = False
         self._decoding = 0  # workers decoding a batch
+        self._gathering = False  # one worker at a time gathers a batch; the others wait their turn
         lanes = translator.parallel_batches if config.batching else 1
         self._workers = [threading.Thread(target=self._run, name=f"batcher-{n}", daemon=True) for n in range(lanes)]
 
@@ -81,7 +82,7 @@ class Batcher:
             self._jobs.append(job)
             self._queued_sentences += len(job.sentences)
             self.metrics.queue_depth.set(self._queued_sentences)
-            self._lock.notify()
+            self._lock.notify_all()  # the gathering worker must hear of it, not only an idle one
         return job.result
 
     def stop(self, timeout: float) -> None:
@@ -108,28 +109,41 @@ class Batcher:
     def _next_batch(self) -> list[Job] | None:
         """Jobs of one search setting: the first waiting, then others until the token budget or the
         first's maximum wait, but no waiting while another worker is free (the batch is decoded at
-        once, and the next one gathers on that worker). None when stopping and nothing is left."""
+        once, and the next one gathers on that worker). One worker gathers at a time, so a worker
+        that comes free never takes a job from under a batch that was waiting for it. None when
+        stopping and nothing is left."""
         with self._lock:
-            while not self._jobs:
-                if self._stopping:
+            while self._gathering or not self._jobs:
+                if self._stopping and not self._jobs:
                     return None
                 self._lock.wait()
-            batch = [self._jobs.popleft()]
-            if self.config.batching:
-                until = batch[0].queued + self.config.max_wait_ms / 1000
-                while sum(j.tokens for j in batch) < self.config.max_batch_tokens:
-                    fitting = next((j for j in self._jobs if j.key == batch[0].key), None)
-                    if fitting is not None:
-                        self._jobs.remove(fitting)
-                        batch.append(fitting)
-                        continue
-                    left = until - time.monotonic()
-                    if left <= 0 or self._stopping or len(self._workers) - 1 - self._decoding > 0:
-                        break
-                    self._lock.wait(left)
+            self._gathering = True
+            try:
+                batch = self._gather()
+            finally:
+                self._gathering = False
+                self._lock.notify_all()  # the next idle worker may gather what is left
             self._decoding += 1
             self._queued_sentences -= sum(len(j.sentences) for j in batch)
             self.metrics.queue_depth.set(self._queued_sentences)
+        return batch
+
+    def _gather(self) -> list[Job]:
+        """Under the lock, with a job waiting: the batch `_next_batch` describes."""
+        batch = [self._jobs.popleft()]
+        if not self.config.batching:
+            return batch
+        until = batch[0].queued + self.config.max_wait_ms / 1000
+        while sum(j.tokens for j in batch) < self.config.max_batch_tokens:
+            fitting = next((j for j in self._jobs if j.key == batch[0].key), None)
+            if fitting is not None:
+                self._jobs.remove(fitting)
+                batch.append(fitting)
+                continue
+            left = until - time.monotonic()
+            if left <= 0 or self._stopping or len(self._workers) - 1 - self._decoding > 0:
+                break
+            self._lock.wait(left)
         return batch
 
     def _decode(self, batch: list[Job]) -> None:
