@@ -173,7 +173,8 @@ class Check:
         config = "configs/tiny.yaml" if smoke else "configs/base.yaml"
         overrides = [f"run.root={self.out / 'runs'}", "run.name=check", "data.source=files",
                      f"data.files=[{sample_corpus_path()}]", f"train.device={device}", f"train.max_minutes={minutes}",
-                     "train.max_steps=null", "train.log_every=20", "train.valid_every=100000", "train.resume=false"]
+                     "train.max_steps=null", f"train.log_every={2 if smoke else 20}", "train.valid_every=100000",
+                     "train.resume=false"]  # smoke: seconds of training on a busy CPU still log a rate
         if not smoke:
             overrides += ["train.precision=bf16", "train.batch_tokens=12000", "train.warmup_steps=400",
                           "train.valid_max_sentences=300"]

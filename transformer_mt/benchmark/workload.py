@@ -29,7 +29,7 @@ class Workload:
         self.tokenizers, self.train_ids = prepared.tokenizers, prepared.train_ids
         self.vocab = self.tokenizers.src.vocab_size
         test = read_split(*prepared.run.split_files("test", config.data.src_lang, config.data.tgt_lang))
-        self.sources = [s for s, _ in test][: 64 if smoke else 256]
+        self.sources = [s for s, _ in test][: 16 if smoke else 256]
         self.model_cfg = (ModelConfig(d_model=64, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=256, dropout=0.0)
                           if smoke else ModelConfig(d_model=256, n_heads=4, encoder_layers=3, decoder_layers=3,
                                                     d_ff=1024, dropout=0.0))
