@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from transformer_mt import checkpoint as ckpt
-from transformer_mt.averaging import average_checkpoints
 from transformer_mt.cli import main_guard, output_path, writing
 from transformer_mt.errors import UserError
 from transformer_mt.run_folder import open_run
@@ -30,6 +28,10 @@ def main() -> int:
         raise UserError(f"{run.checkpoints} has {len(run.step_checkpoints())} periodic checkpoints, "
                         f"fewer than --last {args.last}")
     output = output_path("--output", args.output) if args.output else run.checkpoints / "averaged.pt"
+    # PyTorch loads (seconds) only once the flags are known to be good.
+    from transformer_mt import checkpoint as ckpt
+    from transformer_mt.averaging import average_checkpoints
+
     _check_output(output)
     averaged = average_checkpoints(paths)
     with writing("--output", output):
@@ -41,6 +43,8 @@ def main() -> int:
 
 def _check_output(output: Path) -> None:
     """Replace only an earlier average: never a run's last.pt (its training state), best.pt or anything else."""
+    from transformer_mt import checkpoint as ckpt
+
     if not output.exists():
         return
     try:

@@ -88,7 +88,7 @@ def backends(run: Path, model: str | None, threads: int) -> list:
 
 
 def _quantization(folder: Path) -> str:
-    from transformer_mt.export.ctranslate2 import read_meta
+    from transformer_mt.export.ctranslate2_folder import read_meta
 
     return read_meta(folder).quantization
 

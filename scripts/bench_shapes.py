@@ -61,7 +61,8 @@ def main() -> int:
     from transformer_mt.benchmark import shapes as bench
     from transformer_mt.benchmark.suite import cpu_model
     from transformer_mt.config import load_config
-    from transformer_mt.device import pick_precision, retain_freed_memory, row_multiple
+    from transformer_mt.device import pick_precision, row_multiple
+    from transformer_mt.malloc import retain_freed_memory
     from transformer_mt.run_setup import set_up_run
 
     retain_freed_memory()

@@ -13,13 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-from transformer_mt.cli import (add_model_flags, add_search_flags, decode_settings, main_guard, open_translator,
-                                output_path, writing)
+from transformer_mt.cli import (add_model_flags, add_search_flags, check_search_flags, decode_settings, main_guard,
+                                open_translator, output_path, writing)
 from transformer_mt.data import read_lines
 from transformer_mt.errors import UserError
 from transformer_mt.metrics import corpus_scores
-from transformer_mt.device import retain_freed_memory
-from transformer_mt.translator import TextTranslator
+from transformer_mt.malloc import retain_freed_memory
+from transformer_mt.text_translator import TextTranslator
 
 
 def main() -> int:
@@ -37,6 +37,7 @@ def main() -> int:
     if args.model and args.src is None:
         raise UserError("an export holds no test split: give --src and --ref with --model")
     output = output_path("--output", args.output) if args.output else None
+    check_search_flags(args)
     translator = open_translator(args)
     sources, references = _inputs(translator, args.src, args.ref)
     decode = decode_settings(args, translator.decode)

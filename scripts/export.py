@@ -16,7 +16,7 @@ from pathlib import Path
 
 from transformer_mt.cli import main_guard
 from transformer_mt.errors import UserError
-from transformer_mt.export.ctranslate2 import QUANTIZATIONS, export_ctranslate2
+from transformer_mt.export.ctranslate2_folder import QUANTIZATIONS
 from transformer_mt.run_folder import latest_run, open_run
 
 
@@ -47,6 +47,8 @@ def main() -> int:
     quantization = args.quantization or "float32"
     suffix = "" if quantization == "float32" else f"-{quantization}"
     output = Path(args.output or f"exports/{run.root.name}-ct2{suffix}")
+    from transformer_mt.export.ctranslate2 import export_ctranslate2  # PyTorch loads once the flags are checked
+
     meta = export_ctranslate2(run, checkpoint, output, quantization, args.force)
     print(f"exported {meta.checkpoint} (step {meta.step}, {meta.quantization}) to {output}\n"
           f"translate with it: python scripts/translate.py --model {output} \"I am hungry.\"")

@@ -8,14 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 
-import torch
-
 from transformer_mt.cli import main_guard
 from transformer_mt.config import load_config
-from transformer_mt.run_setup import set_up_run_on_every_rank
-from transformer_mt.device import pick_device, pick_precision, retain_freed_memory
-from transformer_mt.training.distributed import Distributed
-from transformer_mt.training.loop import Trainer
+from transformer_mt.malloc import retain_freed_memory
 
 
 def main() -> int:
@@ -25,6 +20,14 @@ def main() -> int:
     args = parser.parse_args()
     retain_freed_memory()
     config = load_config(args.config, args.overrides)
+    # PyTorch loads (seconds) only once the config is known to be good, so a typo is answered at once.
+    import torch
+
+    from transformer_mt.device import pick_device, pick_precision
+    from transformer_mt.run_setup import set_up_run_on_every_rank
+    from transformer_mt.training.distributed import Distributed
+    from transformer_mt.training.loop import Trainer
+
     # An impossible device or precision fails now, before the corpus loads and the run folder is written.
     pick_precision(config.train.precision, pick_device(config.train.device))
     if config.train.num_threads:
@@ -42,6 +45,8 @@ def main() -> int:
 
 
 def _init_process_group(device: str) -> None:
+    import torch
+
     use_nccl = device != "cpu" and torch.cuda.is_available()
     if use_nccl:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))

@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from transformer_mt.cli import (add_model_flags, add_search_flags, decode_settings, main_guard, open_translator,
-                                output_path, writing)
+from transformer_mt.cli import (add_model_flags, add_search_flags, check_search_flags, decode_settings, main_guard,
+                                open_translator, output_path, writing)
 from transformer_mt.errors import UserError
-from transformer_mt.device import retain_freed_memory
-from transformer_mt.translator import Translator
+from transformer_mt.malloc import retain_freed_memory
+
+if TYPE_CHECKING:  # translating with an export never loads PyTorch, which translator.py imports
+    from transformer_mt.translator import Translator
 
 
 def main() -> int:
@@ -33,6 +36,7 @@ def main() -> int:
     if args.attention and args.model:
         raise UserError("--attention needs a run's PyTorch model, not an export (--model)")
     attention = _attention_path(args.attention) if args.attention else None
+    check_search_flags(args)
     translator = open_translator(args)
     decode = decode_settings(args, translator.decode)
     if not 1 <= args.nbest <= decode.beam_size:

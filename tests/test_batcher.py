@@ -8,7 +8,7 @@ import pytest
 from transformer_mt.config import DecodeConfig
 from transformer_mt.serving.batcher import Batcher, BatchingConfig, Job, QueueFull
 from transformer_mt.serving.metrics import Metrics
-from transformer_mt.translator import Translation
+from transformer_mt.text_translator import Translation
 
 
 class Recorder:

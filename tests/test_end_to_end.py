@@ -18,6 +18,7 @@ from transformer_mt.tokenizer import EOS, Tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+WITHOUT_TORCH = str(ROOT / "tests" / "without_torch.py")
 
 
 def cli(*args, stdin=None, cwd=None):
@@ -375,10 +376,13 @@ def test_translate_and_evaluate_take_an_export_as_they_take_a_run(trained, expor
     root, run, _, train_pairs = trained
     sources = [en for en, _ in train_pairs[:3]]
     by_run = cli("scripts/translate.py", "--run", str(run), stdin="\n".join([sources[0], "", *sources[1:]]) + "\n")
-    by_export = cli("scripts/translate.py", "--model", str(export), "--threads", "1",
+    # An export is decoded without PyTorch: the script runs with torch unimportable.
+    by_export = cli(WITHOUT_TORCH, "scripts/translate.py", "--model", str(export), "--threads", "1",
                     stdin="\n".join([sources[0], "", *sources[1:]]) + "\n")
-    assert by_export.returncode == 0 and by_export.stdout == by_run.stdout and by_run.stdout.splitlines()[1] == ""
-    nbest = cli("scripts/translate.py", "--model", str(export), "--beam-size", "3", "--nbest", "3", sources[0])
+    assert by_export.returncode == 0, by_export.stderr
+    assert by_export.stdout == by_run.stdout and by_run.stdout.splitlines()[1] == ""
+    nbest = cli(WITHOUT_TORCH, "scripts/translate.py", "--model", str(export), "--beam-size", "3", "--nbest", "3",
+                sources[0])
     lines = [line.split("\t") for line in nbest.stdout.splitlines()]
     assert [rank for rank, _, _ in lines] == ["0", "1", "2"] and lines[0][2] == train_pairs[0][1]
     (tmp_path / "src.en").write_text("\n".join(sources) + "\n")

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from transformer_mt.config import Config
 from transformer_mt.errors import UserError
-from transformer_mt.export.ctranslate2 import META, export_ctranslate2, read_meta, require_ctranslate2, vocabulary
+from transformer_mt.export.ctranslate2 import export_ctranslate2
+from transformer_mt.export.ctranslate2_folder import META, read_meta, require_ctranslate2, vocabulary
 from transformer_mt.exported import ExportedTranslator
 from transformer_mt.tokenizer import BOS, EOS
 from transformer_mt.translator import Translator

@@ -8,7 +8,8 @@ from transformer_mt.config import ModelConfig
 from transformer_mt.model import DecoderCache, LayerCache, Transformer
 from transformer_mt.benchmark.systems import FullPrefixDecoder
 from transformer_mt.config import DecodeConfig
-from transformer_mt.search import beam_search, greedy, length_penalty, max_lengths
+from transformer_mt.search import beam_search, greedy, max_lengths
+from transformer_mt.search_rules import length_penalty, output_limit
 from transformer_mt.tokenizer import BOS, EOS, PAD
 
 A, B = 4, 5
@@ -66,6 +67,17 @@ def test_length_penalty_formulas():
     assert length_penalty(7, "gnmt", 0.6) == pytest.approx(((5 + 7) / 6) ** 0.6)
     assert length_penalty(7, "power", 0.6) == pytest.approx(7 ** 0.6)
     assert length_penalty(7, "gnmt", 0.0) == 1.0
+
+
+def test_the_output_limit_is_a_times_the_source_plus_b_within_one_and_the_models_limit():
+    # As the decimals read, where binary floats land just above: 55.00000000000001 (float64), 30.000001 (float32).
+    assert output_limit(50, 1.1, 0, 1000) == 55 and output_limit(25, 1.2, 0, 1000) == 30
+    assert output_limit(3, 1.5, 2, 100) == 7  # 6.5 → 7
+    assert output_limit(0, 0.0, 0, 100) == 1 and output_limit(200, 1.5, 10, 63) == 63
+    src = torch.full((2, 26), A)
+    src[0, 2:], src[0, 1], src[1, 25] = PAD, EOS, EOS  # 1 and 25 source tokens
+    limits = max_lengths(src, 1.2, 0, 100)
+    assert limits.dtype == torch.long and limits.tolist() == [2, 30]
 
 
 def test_nbest_is_sorted_and_max_and_min_len_hold():

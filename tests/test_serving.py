@@ -237,6 +237,9 @@ def test_a_ctranslate2_export_is_served_as_it_translates(run, tmp_path, sample_p
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda s: post(server, json={"q": s}), sentences))
         assert all(a.status_code == 200 and isinstance(a.json()["translatedText"], str) for a in answers)
+        maps = Path(f"/proc/{server.process.pid}/maps")
+        if maps.exists():  # Linux: an export is served without PyTorch's libraries ever loading
+            assert "libtorch" not in maps.read_text()
     finally:
         server.stop()
 

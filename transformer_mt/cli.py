@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 
 from .config import ConfigError, DecodeConfig
 from .errors import StoppedByRank0, UserError
+from .run_folder import find_checkpoint
 
 if TYPE_CHECKING:
-    from .translator import TextTranslator
+    from .text_translator import TextTranslator
 
 
 def main_guard(main: Callable[[], int | None]) -> None:
@@ -56,13 +57,15 @@ def open_translator(args: argparse.Namespace) -> TextTranslator:
         from .exported import ExportedTranslator
 
         return ExportedTranslator(Path(args.model), args.device, args.threads or 0)
+    run, checkpoint = find_checkpoint(args.run, args.checkpoint, args.runs)
+    # PyTorch loads (seconds) only for a run that exists.
     import torch
 
     from .translator import Translator
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    return Translator.from_args(args.run, args.checkpoint, args.runs, args.device, args.precision or "fp32")
+    return Translator(run, checkpoint, args.device, args.precision or "fp32")
 
 
 def add_search_flags(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +91,12 @@ def decode_settings(args: argparse.Namespace, run_default: DecodeConfig) -> Deco
     except ConfigError as err:
         flag = SEARCH_FLAGS.get((err.key or "").removeprefix("decode."))
         raise UserError(f"{flag} {err.problem}" if flag else str(err)) from None
+
+
+def check_search_flags(args: argparse.Namespace) -> None:
+    """The search flags' values, checked before the model loads: each is checked on its own, so the
+    defaults stand in for the run's decode section."""
+    decode_settings(args, DecodeConfig())
 
 
 def output_path(flag: str, value: str) -> Path:

@@ -23,13 +23,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .batching import pad_batch
 from .config import DecodeConfig
 from .errors import UserError
-from .export.ctranslate2 import SRC_TOKENIZER, TGT_TOKENIZER, read_meta, require_ctranslate2, vocabulary
-from .search import Hypothesis, length_penalty, max_lengths
+from .export.ctranslate2_folder import SRC_TOKENIZER, TGT_TOKENIZER, read_meta, require_ctranslate2, vocabulary
+from .search_rules import Hypothesis, length_penalty, output_limit
+from .text_translator import TextTranslator
 from .tokenizer import EOS, TokenizerPair
-from .translator import TextTranslator
 
 
 class ExportedTranslator(TextTranslator):
@@ -66,7 +65,7 @@ class ExportedTranslator(TextTranslator):
         """Every batch is submitted before the first is awaited, so that the workers decode in parallel."""
         submitted = []
         for batch in batches:
-            limits = max_lengths(pad_batch(batch), decode.max_len_a, decode.max_len_b, self.max_output).tolist()
+            limits = [output_limit(len(ids) - 1, decode.max_len_a, decode.max_len_b, self.max_output) for ids in batch]
             pending = self.model.translate_batch([[self.src_tokens[t] for t in ids] for ids in batch],
                                                  asynchronous=True, **self._options(decode, max(limits)))
             submitted.append((pending, limits))

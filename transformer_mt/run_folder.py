@@ -81,3 +81,19 @@ def open_run(path: Path) -> RunPaths:
     if not run.config.is_file():
         raise UserError(f"{path} is not a run folder (no config.yaml)")
     return run
+
+
+def find_checkpoint(run_dir: str | None, checkpoint: str | None, runs_root: str = "runs") -> tuple[RunPaths, Path | None]:
+    """What --run, --checkpoint and --runs name: a run folder and a checkpoint file in it (None: the
+    run's default). --checkpoint FILE alone means the run folder above its checkpoints/."""
+    if checkpoint:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise UserError(f"checkpoint not found: {path}")
+        if run_dir:
+            return open_run(Path(run_dir)), path
+        try:
+            return open_run(path.resolve().parent.parent), path
+        except UserError:
+            raise UserError(f"{path} is not in a run folder's checkpoints/: name its run folder with --run") from None
+    return (open_run(Path(run_dir)) if run_dir else latest_run(Path(runs_root))), None

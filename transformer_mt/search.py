@@ -6,32 +6,19 @@ hand-made model of fixed probabilities.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
 from .config import DecodeConfig
 from .model import DecoderCache
+from .search_rules import Hypothesis, length_penalty, output_limit
 from .tokenizer import BOS, EOS, PAD
 
 
-@dataclass
-class Hypothesis:
-    tokens: list[int]  # without BOS/EOS
-    score: float  # length-normalised (beam) or summed (greedy) log-probability
-    logprob: float  # summed log-probability, EOS included
-
-
-def length_penalty(length: int, kind: str, alpha: float) -> float:
-    """GNMT's ((5 + len) / 6)^alpha, or len^alpha; the summed log-probability is divided by it."""
-    return ((5.0 + length) / 6.0) ** alpha if kind == "gnmt" else float(length) ** alpha
-
-
 def max_lengths(src: Tensor, a: float, b: int, limit: int) -> Tensor:
-    """Per sentence: at most a·source_length + b generated tokens (EOS excluded), within the model's limit."""
+    """output_limit of each sentence of a padded batch, on its device."""
     src_len = (src != PAD).sum(1) - 1  # without the source EOS
-    return (src_len.float() * a + b).ceil().long().clamp(min=1, max=limit)
+    return torch.tensor([output_limit(n, a, b, limit) for n in src_len.tolist()], device=src.device)
 
 
 def _step_logprobs(model, history: Tensor, memory: Tensor, mask: Tensor, cache: DecoderCache, step: int,

@@ -1,15 +1,12 @@
-"""Translate text with a trained run (config, tokenizers and weights from the run folder).
+"""Translate text with a trained run's PyTorch model (config, tokenizers and weights from the run folder).
 
-TextTranslator holds what every backend shares (tokenising, truncation, batching by length, empty
-lines, the run's decode defaults); Translator decodes with the PyTorch model, exported.py's
-ExportedTranslator with a CTranslate2 export.
+text_translator.py's TextTranslator holds what every backend shares (tokenising, truncation, batching
+by length, empty lines, the run's decode defaults); exported.py's ExportedTranslator decodes a
+CTranslate2 export instead.
 """
 from __future__ import annotations
 
-import abc
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,79 +14,13 @@ import torch
 from . import checkpoint as ckpt
 from .batching import pad_batch
 from .config import Config, DecodeConfig, from_dict
-from .errors import UserError
 from .model import Transformer
-from .run_folder import RunPaths, latest_run, open_run
+from .run_folder import RunPaths, find_checkpoint
 from .device import DTYPES, attention_kernels, pick_device, slow_precision_warning
-from .search import Hypothesis, beam_search, greedy
-from .tokenizer import TokenizerPair, source_ids
-
-
-@dataclass
-class Translation:
-    text: str
-    score: float
-
-
-class TextTranslator(abc.ABC):
-    """Set by a backend: tokenizers, decode (the run's decode section: the default search),
-    max_positions (the model's), checkpoint and step (what the model was trained to), and _search."""
-    tokenizers: TokenizerPair
-    decode: DecodeConfig
-    max_positions: int
-    checkpoint: Path
-    step: int
-    # Batches it decodes at once without slowing one another down (a server decodes that many).
-    parallel_batches: int = 1
-
-    def encode(self, sentences: list[str]) -> list[list[int]]:
-        for number, sentence in enumerate(sentences, 1):
-            try:  # bytes that were not UTF-8 reach us as lone surrogates (Python's surrogateescape)
-                sentence.encode("utf-8")
-            except UnicodeEncodeError:
-                raise UserError(f"sentence {number} is not UTF-8 text") from None
-        encoded = []
-        for number, ids in enumerate(self.tokenizers.src.encode_batch(sentences), 1):
-            source = source_ids(ids, self.max_positions)
-            if len(source) <= len(ids):  # cut: EOS took the place of a token
-                print(f"warning: sentence {number} has {len(ids)} tokens; truncated to the model's "
-                      f"{len(source) - 1}", file=sys.stderr)
-            encoded.append(source)
-        return encoded
-
-    def translate(self, sentences: list[str], decode: DecodeConfig | None = None,
-                  nbest: int = 1) -> list[list[Translation]]:
-        """The `nbest` best translations of each sentence, in input order, searched as `decode` says (default:
-        the run's decode section); an empty sentence gets an empty translation."""
-        decode = decode or self.decode
-        batch_size = decode.batch_size
-        encoded = self.encode(sentences)
-        results: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
-        order = sorted((i for i, s in enumerate(sentences) if s.strip()), key=lambda i: len(encoded[i]))
-        chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-        searched = self._search_batches([[encoded[i] for i in chunk] for chunk in chunks], decode, nbest)
-        for chunk, batch_hypotheses in zip(chunks, searched):
-            for index, hyps in zip(chunk, batch_hypotheses):
-                results[index] = [Translation(self.tokenizers.tgt.decode(h.tokens), h.score) for h in hyps]
-        return results
-
-    def empty_note(self, sentences: list[str], texts: list[str]) -> str | None:
-        """A note when non-empty sentences got empty translations: a blank line alone looks like a bug of
-        ours, and an undertrained model (one that emits end-of-sentence first) is the usual cause."""
-        empty = sum(bool(sentence.strip()) and not text for sentence, text in zip(sentences, texts))
-        if not empty:
-            return None
-        return (f"note: {empty} of {len(sentences)} translations are empty (the model stopped at once: "
-                f"{self.checkpoint} is from step {self.step}; an undertrained model does this)")
-
-    @abc.abstractmethod
-    def _search(self, batch: list[list[int]], decode: DecodeConfig, nbest: int) -> list[list[Hypothesis]]:
-        """The `nbest` best hypotheses of each sentence of a batch (token ids, each ending in EOS)."""
-
-    def _search_batches(self, batches: list[list[list[int]]], decode: DecodeConfig,
-                        nbest: int) -> Iterator[list[list[Hypothesis]]]:
-        """_search of each batch, in order; a backend that decodes batches in parallel overrides it."""
-        return (self._search(batch, decode, nbest) for batch in batches)
+from .search import beam_search, greedy
+from .search_rules import Hypothesis
+from .text_translator import TextTranslator
+from .tokenizer import TokenizerPair
 
 
 class Translator(TextTranslator):
@@ -118,21 +49,9 @@ class Translator(TextTranslator):
     @classmethod
     def from_args(cls, run_dir: str | None, checkpoint: str | None, runs_root: str = "runs",
                   device: str = "auto", precision: str = "fp32") -> "Translator":
-        """--checkpoint FILE (its run folder is the one above checkpoints/), --run DIR, or the latest run."""
-        if checkpoint:
-            path = Path(checkpoint)
-            if not path.is_file():
-                raise UserError(f"checkpoint not found: {path}")
-            if run_dir:
-                return cls(open_run(Path(run_dir)), path, device, precision)
-            try:
-                run = open_run(path.resolve().parent.parent)
-            except UserError:
-                raise UserError(f"{path} is not in a run folder's checkpoints/: "
-                                "name its run folder with --run") from None
-            return cls(run, path, device, precision)
-        run = open_run(Path(run_dir)) if run_dir else latest_run(Path(runs_root))
-        return cls(run, None, device, precision)
+        """The model that --run, --checkpoint and --runs name (run_folder.find_checkpoint)."""
+        run, path = find_checkpoint(run_dir, checkpoint, runs_root)
+        return cls(run, path, device, precision)
 
     @torch.no_grad()
     def _search(self, batch: list[list[int]], decode: DecodeConfig, nbest: int) -> list[list[Hypothesis]]:

@@ -11,11 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 
 import torch
 
-from ..translator import TextTranslator
+from ..text_translator import TextTranslator
 from .load import Histograms, LoadFigure, batch_figures, load, load_with_health, percentiles
 from .server_process import ServerProcess, own_cpu_seconds
 from .suite import device_name, log

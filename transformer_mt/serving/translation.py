@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..config import DecodeConfig
 from ..errors import UserError
-from ..translator import TextTranslator, Translation
+from ..text_translator import TextTranslator, Translation
 from .batcher import Batcher, DeadlinePassed, Job, QueueFull, WorkerStopped
 from .paragraphs import Paragraph
 from .requests import BadRequest
