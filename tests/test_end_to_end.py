@@ -158,7 +158,8 @@ def test_refuses_to_overwrite_a_trained_run(trained):
     (["scripts/translate.py", "--checkpoint", "no/such.pt", "Hello."], "checkpoint not found"),
 ])
 def test_bad_input_gets_one_line_and_nonzero_exit(args, message):
-    result = cli(*args)
+    """Answered before PyTorch loads (seconds): the scripts run with it unimportable."""
+    result = cli(WITHOUT_TORCH, *args)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -403,7 +404,7 @@ def test_translate_and_evaluate_take_an_export_as_they_take_a_run(trained, expor
 ])
 def test_export_flags_that_do_not_fit_are_one_line_errors(trained, export, script, flags, message):
     flags = [str(trained[1]) if flag == "RUN" else flag for flag in flags]
-    result = cli(script, "--model", str(export), *flags, *(["Hello."] if "translate" in script else []))
+    result = cli(WITHOUT_TORCH, script, "--model", str(export), *flags, *(["Hello."] if "translate" in script else []))
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {message}") and len(result.stderr.strip().splitlines()) == 1
 
