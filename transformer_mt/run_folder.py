@@ -83,7 +83,8 @@ def open_run(path: Path) -> RunPaths:
     return run
 
 
-def find_checkpoint(run_dir: str | None, checkpoint: str | None, runs_root: str = "runs") -> tuple[RunPaths, Path | None]:
+def find_checkpoint(run_dir: str | None, checkpoint: str | None,
+                    runs_root: str = "runs") -> tuple[RunPaths, Path | None]:
     """What --run, --checkpoint and --runs name: a run folder and a checkpoint file in it (None: the
     run's default). --checkpoint FILE alone means the run folder above its checkpoints/."""
     if checkpoint:

@@ -23,6 +23,7 @@ from ..tokenizer import SPECIALS, BOS, EOS, UNK
 from .common import Trained, check_output, staged
 from .ctranslate2_folder import META, SRC_TOKENIZER, TGT_TOKENIZER, ExportMeta, require_ctranslate2, vocabulary
 
+
 def export_ctranslate2(run: RunPaths, checkpoint: Path | None, output: Path, quantization: str,
                        force: bool = False) -> ExportMeta:
     ct2 = require_ctranslate2()
