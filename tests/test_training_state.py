@@ -53,6 +53,30 @@ def test_resume_continues_exactly(tmp_path, corpus, shapes):
         assert torch.equal(a, b), name
 
 
+def test_resume_reads_the_checkpoint_into_cpu_memory_whatever_the_training_device(tmp_path, corpus, monkeypatch):
+    """Loaded to the training device, a GPU run's RNG states would land on the GPU, where
+    torch.set_rng_state and torch.cuda.set_rng_state refuse them (every resume on CUDA failed), and a
+    second copy of the weights and Adam state would be staged there: the resume path asks torch.load
+    for CPU memory (the string "cpu", not the trainer's device) and lets load_state_dict move tensors."""
+    first = small_config(tmp_path, corpus, "cpu-load", max_steps=4)
+    train(first)
+    asked, real_load = [], torch.load
+    monkeypatch.setattr(checkpoint_module.torch, "load",
+                        lambda *args, **kwargs: asked.append(kwargs.get("map_location")) or real_load(*args, **kwargs))
+    resumed = train(replace(first, train=replace(first.train, max_steps=6, resume=True)))
+    assert resumed.state.step == 6 and asked and all(isinstance(m, str) and m == "cpu" for m in asked), asked
+
+
+def test_rng_states_are_restored_from_tensors_of_any_dtype_or_device(tmp_path):
+    """What set_rng_state is handed is made a CPU byte tensor first (the form both setters accept)."""
+    from transformer_mt.training.state import rng_state, set_rng_state
+
+    saved = rng_state(torch.device("cpu"))
+    expected = torch.rand(3)
+    set_rng_state({**saved, "torch": saved["torch"].to(torch.int16)}, torch.device("cpu"))
+    assert torch.equal(torch.rand(3), expected)
+
+
 def gradient_of_one_update(config, *micro_indices: torch.Tensor) -> torch.Tensor:
     """The gradient the optimiser receives (after clipping) in a fresh trainer's first update over these
     micro-batches, read by an optimiser pre-step hook."""

@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
 from .. import checkpoint
 from ..errors import UserError
 from ..run_folder import RunPaths
@@ -33,13 +31,16 @@ class Checkpoints:
                              f"then continue with train.resume=true")
         return None
 
-    def newest_good(self, device: torch.device) -> dict[str, Any]:
-        """last.pt, or the newest periodic checkpoint that loads if last.pt is damaged."""
+    def newest_good(self) -> dict[str, Any]:
+        """last.pt, or the newest periodic checkpoint that loads if last.pt is damaged, in CPU memory:
+        the model's and optimiser's load_state_dict copy each tensor to its parameter's device, so no
+        second copy of the weights and Adam state is staged on the GPU, and the RNG states stay the
+        CPU byte tensors that torch.set_rng_state and torch.cuda.set_rng_state accept."""
         for path in [self.run.last] + self.run.step_checkpoints()[::-1]:
             if not path.is_file():
                 continue
             try:
-                state = checkpoint.load(path, map_location=device)
+                state = checkpoint.load(path, map_location="cpu")
             except checkpoint.CheckpointError as err:
                 self.log(f"warning: {err}; trying an older checkpoint")
                 continue

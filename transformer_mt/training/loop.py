@@ -186,7 +186,7 @@ class Trainer:
         }
 
     def _restore(self) -> None:
-        state = self.checkpoints.newest_good(self.device)
+        state = self.checkpoints.newest_good()
         if state.get("corpus") != self.prepared.corpus_key:
             if not self.dist.is_main:  # every rank sees it; rank 0 says it once
                 raise StoppedByRank0()

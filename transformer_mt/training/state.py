@@ -27,10 +27,15 @@ def rng_state(device: torch.device) -> dict:
 
 
 def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restores `state` wherever its tensors were loaded: both setters accept only CPU byte tensors."""
     random.setstate(_as_python_state(state["python"]))
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(_cpu_bytes(state["torch"]))
     if "cuda" in state and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
+        torch.cuda.set_rng_state(_cpu_bytes(state["cuda"]), device)
+
+
+def _cpu_bytes(state: torch.Tensor) -> torch.Tensor:
+    return state.to(device="cpu", dtype=torch.uint8)
 
 
 def own_rng_state(saved: list[dict] | dict, rank: int) -> dict:
