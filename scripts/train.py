@@ -34,7 +34,7 @@ def main() -> int:
         torch.set_num_threads(config.train.num_threads)
     distributed = Distributed.from_env()
     if distributed.launched():  # even as one process: DDP and the collectives run as with more
-        _init_process_group(config.train.device)
+        _init_process_group(config.train.device, config.train.collective_timeout_s)
     try:
         prepared = set_up_run_on_every_rank(config, distributed.rank, distributed.world_size)
         Trainer(config, prepared, distributed).fit()
@@ -44,13 +44,16 @@ def main() -> int:
     return 0
 
 
-def _init_process_group(device: str) -> None:
+def _init_process_group(device: str, timeout_s: float | None) -> None:
+    import datetime
+
     import torch
 
     use_nccl = device != "cpu" and torch.cuda.is_available()
     if use_nccl:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    torch.distributed.init_process_group("nccl" if use_nccl else "gloo")
+    timeout = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s else {}
+    torch.distributed.init_process_group("nccl" if use_nccl else "gloo", **timeout)
 
 
 if __name__ == "__main__":

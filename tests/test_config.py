@@ -83,6 +83,9 @@ def test_optional_values_accept_null():
     ("train.adam_eps=0", "train.adam_eps"),
     ("train.clip_norm=-1", "train.clip_norm: must be at least 0"),
     ("train.optimizer=sgd", "train.optimizer: 'sgd' is not one of adam, adamw"),
+    ("train.sdpa_backends=[flash,fast]", "train.sdpa_backends: 'fast' is not one of flash, efficient, cudnn, math"),
+    ("train.sdpa_backends=[]", "train.sdpa_backends: name at least one kernel"),
+    ("train.collective_timeout_s=0", "train.collective_timeout_s: must be greater than 0"),
     ("decode.batch_size=0", "decode.batch_size: must be at least 1"),
     ("decode.max_len_b=-1", "decode.max_len_b: must be at least 0"),
 ])
@@ -96,3 +99,5 @@ def test_boundary_values_are_accepted():
     config = apply_overrides(Config(), ["train.clip_norm=0", "tokenizer.min_frequency=0", "decode.max_len_b=0",
                                         "tokenizer.vocab_size=260", "model.dropout=0", "train.max_steps=null"])
     assert config.train.clip_norm == 0.0 and config.tokenizer.vocab_size == 260
+    config = apply_overrides(Config(), ["train.sdpa_backends=[flash,efficient]", "train.collective_timeout_s=120"])
+    assert config.train.sdpa_backends == ["flash", "efficient"] and config.train.collective_timeout_s == 120

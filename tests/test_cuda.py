@@ -3,7 +3,7 @@ and by `make check-gpu` on a GPU. Tolerances are stated per test: CUDA's kernels
 than the CPU's, and its fused attention kernels in fp32 are not bit-exact."""
 import copy
 import os
-import subprocess
+import socket
 import sys
 import warnings
 from dataclasses import replace
@@ -16,7 +16,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tests.test_model import naive_attention, tiny, tokens
 from tests.trainer_helpers import small_config, small_corpus
 from transformer_mt.batching import collate, pad_batch
-from transformer_mt.config import DecodeConfig
+from transformer_mt.benchmark.processes import run_bounded
+from transformer_mt.config import DecodeConfig, ModelConfig
+from transformer_mt.device import attention_kernels_chosen
 from transformer_mt.model import attend
 from transformer_mt.run_setup import set_up_run
 from transformer_mt.run_folder import open_run
@@ -34,6 +36,12 @@ CUDA = torch.device("cuda")
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return small_corpus(tmp_path_factory.mktemp("corpus") / "c.jsonl")
+
+
+@pytest.fixture(scope="module")
+def big_corpus(tmp_path_factory):
+    """Enough pairs for a dozen 12,000-token batches in an epoch."""
+    return small_corpus(tmp_path_factory.mktemp("corpus") / "big.jsonl", 8000)
 
 
 def batch_of(sentences: int = 6, length: int = 9):
@@ -57,18 +65,36 @@ def test_forward_and_loss_on_cuda_equal_the_cpus_in_fp32():
     assert float(cuda_loss) == pytest.approx(float(cpu_loss), rel=1e-5)
 
 
+def _cudnn_applies(q, k, v, mask, causal) -> bool:
+    """torch.backends.cuda.can_use_cudnn_attention for this call (its parameters gained enable_gqa in 2.5)."""
+    try:
+        params = torch.backends.cuda.SDPAParams(q, k, v, mask, 0.0, causal, False)
+    except TypeError:
+        params = torch.backends.cuda.SDPAParams(q, k, v, mask, 0.0, causal)
+    return torch.backends.cuda.can_use_cudnn_attention(params)
+
+
 @pytest.mark.parametrize("backend, masked, causal", [
     (SDPBackend.FLASH_ATTENTION, False, True),  # the decoder's self-attention in training
     (SDPBackend.EFFICIENT_ATTENTION, True, False),  # the encoder, with padded keys
     (SDPBackend.EFFICIENT_ATTENTION, True, True),
+    (SDPBackend.CUDNN_ATTENTION, False, True),
+    (SDPBackend.CUDNN_ATTENTION, True, False),
+    (SDPBackend.CUDNN_ATTENTION, True, True),
 ])
 def test_cudas_fused_attention_equals_the_spelled_out_maths_forward_and_backward(backend, masked, causal):
-    """bf16 (the flash kernel takes only half types) against naive fp32 attention: within 2e-2."""
+    """bf16 (the flash kernel takes only half types) against naive fp32 attention: within 2e-2. cuDNN's
+    kernel is compared where can_use_cudnn_attention says it applies; where it does not, PyTorch's
+    default dispatch must not pick it for that call either."""
     torch.manual_seed(0)
     q, k, v = (torch.randn(3, 4, 10, 16, device=CUDA, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
     keep = torch.ones(3, 1, 1, 10, dtype=torch.bool, device=CUDA)
     keep[1, ..., 6:] = False
     mask = keep if masked else None
+    if backend == SDPBackend.CUDNN_ATTENTION and not _cudnn_applies(q, k, v, mask, causal):
+        chosen = attention_kernels_chosen(CUDA, torch.bfloat16, 4, 16, 3, 10, 10)
+        assert "cudnn" not in {chosen["decoder_self"] if causal else chosen["encoder_self"]}, chosen
+        return
     with sdpa_kernel([backend]):
         out, _ = attend(q, k, v, mask, causal, 0.0, need_weights=False)
     reference = naive_attention(*(t.float() for t in (q, k, v)), mask, causal)
@@ -143,6 +169,14 @@ def test_search_on_cuda_gives_the_cpus_tokens(beam):
     assert flat(on_cuda) == flat(on_cpu)
 
 
+@pytest.mark.parametrize("backends, allowed", [(["flash", "efficient"], {"flash", "efficient"}),
+                                               (["efficient"], {"efficient"}), (["math"], {"math"})])
+def test_train_sdpa_backends_decides_which_kernel_each_attention_call_runs(backends, allowed):
+    """What the profiler shows for a Transformer-base batch's three kinds of attention call."""
+    chosen = attention_kernels_chosen(CUDA, torch.bfloat16, 8, 64, 48, 30, 32, backends)
+    assert set(chosen) == {"encoder_self", "decoder_self", "cross"} and set(chosen.values()) <= allowed, chosen
+
+
 def test_a_checkpoint_trained_on_cuda_translates_on_cpu(tmp_path, corpus):
     config = small_config(tmp_path, corpus, "cuda-run", device="cuda", precision="bf16", max_steps=3)
     Trainer(config, set_up_run(config, log=lambda *_: None)).fit()
@@ -188,10 +222,17 @@ def _host_syncs(work) -> list[str]:
     return [str(w.message) for w in caught if "synchroniz" in str(w.message)]
 
 
-def test_the_training_steps_between_two_log_lines_wait_for_the_gpu_once_each(tmp_path, corpus, monkeypatch):
+BASE = ModelConfig(d_model=512, n_heads=8, encoder_layers=6, decoder_layers=6, d_ff=2048, dropout=0.1,
+                  max_positions=256)
+
+
+@pytest.mark.parametrize("size", ["tiny", "base"])
+def test_the_training_steps_between_two_log_lines_wait_for_the_gpu_once_each(tmp_path, corpus, big_corpus,
+                                                                              monkeypatch, size):
     """Between log steps an update syncs once (whether its gradients are finite) beyond what PyTorch's
     own kernels do in a bare forward and backward pass of the same model (measured here: some CUDA
-    backward kernels size their output on the host), so no sync creeps back into our hot path."""
+    backward kernels size their output on the host), so no sync creeps back into our hot path: for a
+    tiny model, and for Transformer-base on 12,000-token batches."""
     real, syncs, watched = Trainer._update, [], {"updates": 0}
 
     def watching(self, micro):
@@ -203,8 +244,9 @@ def test_the_training_steps_between_two_log_lines_wait_for_the_gpu_once_each(tmp
         return reason[0]
 
     monkeypatch.setattr(Trainer, "_update", watching)
-    config = small_config(tmp_path, corpus, "syncs", device="cuda", precision="bf16", max_steps=10, log_every=10,
-                          checkpoint_every=1000)
+    sized = dict(model=BASE, batch_tokens=12000) if size == "base" else {}
+    config = small_config(tmp_path, big_corpus if size == "base" else corpus, "syncs", device="cuda",
+                          precision="bf16", max_steps=10, log_every=10, checkpoint_every=1000, **sized)
     trainer = Trainer(config, set_up_run(config, log=lambda *_: None))
     trainer.fit()
     batch = collate(trainer.prepared.train_ids, torch.arange(8)).pinned().to(CUDA)
@@ -219,15 +261,23 @@ def test_the_training_steps_between_two_log_lines_wait_for_the_gpu_once_each(tmp
     assert watched["updates"] == 6 and len(syncs) == 6 * (internal + 1), (internal, syncs)
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_nccl_ddp_through_torchrun_trains_and_checkpoints(tmp_path):
     """One process of NCCL data-parallel training, launched as a user launches it: a process group of
-    one is a real one, so DDP, NCCL and the all-reduces run."""
+    one is a real one, so DDP, NCCL and the all-reduces run. Rendezvous on 127.0.0.1 (--standalone
+    resolves the host name, which can stall where it does not resolve); a collective that hangs fails
+    after 60 s, and the whole process tree is stopped after 120 s, below make check-gpu's stage cap."""
     paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]  # keep the check's wheels
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-                             "scripts/train.py", "configs/tiny.yaml", f"run.root={tmp_path}", "train.device=cuda",
-                             "train.max_steps=4", "train.valid_every=4"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)})
+    result = run_bounded([sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=1",
+                          "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}", "--local-addr=127.0.0.1",
+                          "scripts/train.py", "configs/tiny.yaml", f"run.root={tmp_path}", "train.device=cuda",
+                          "train.max_steps=4", "train.valid_every=4", "train.collective_timeout_s=60"], 120,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(paths), "NCCL_DEBUG": "WARN"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "data-parallel: DistributedDataParallel over 1 process(es), nccl backend" in result.stdout + result.stderr
     state = torch.load(tmp_path / "tiny" / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")

@@ -38,3 +38,10 @@ def test_the_encoder_rows_are_rounded_by_default_only_for_bf16_on_cpu():
     assert row_multiple(None, cpu, "bf16") == 32
     assert row_multiple(None, cpu, "fp32") == row_multiple(None, cuda, "bf16") == 1
     assert row_multiple(5, cpu, "fp32") == row_multiple(5, cpu, "bf16") == 5
+
+
+def test_cpu_attention_runs_the_math_kernel_whatever_the_cuda_setting_names():
+    """What the profiler shows PyTorch running for each attention call of a batch: on CPU, math."""
+    chosen = device.attention_kernels_chosen(torch.device("cpu"), torch.bfloat16, heads=2, head_dim=8, batch=2,
+                                             src_len=5, tgt_len=4, backends=["flash"])
+    assert chosen == {"encoder_self": "math", "decoder_self": "math", "cross": "math"}

@@ -197,7 +197,9 @@ def test_rounded_shapes_give_the_same_loss_and_gradients(precision):
         losses.append(loss.detach())
         grads.append({name: p.grad for name, p in model.named_parameters()})
     assert len(collate(corpus, indices, Shapes(row_multiple=16)).src_index) % 16 == 0
-    tolerance = {"fp32": dict(rtol=1e-5, atol=1e-6), "bf16": dict(rtol=2e-2, atol=2e-3)}[precision]
+    # fp32's atol: the tied <bos> embedding's gradient sums a term from every target position (entries up
+    # to ~17), in another order once the layout is padded: ~3e-6 apart on an AVX2 Xeon.
+    tolerance = {"fp32": dict(rtol=1e-5, atol=1e-5), "bf16": dict(rtol=2e-2, atol=2e-3)}[precision]
     torch.testing.assert_close(losses[1], losses[0], **tolerance)
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, **tolerance, msg=name)

@@ -20,7 +20,8 @@ def small_corpus(path: Path, count: int = 400) -> Path:
     return write_jsonl(path, pairs)
 
 
-def small_config(root: Path, corpus: Path, name: str, dropout: float = 0.1, **train) -> Config:
+def small_config(root: Path, corpus: Path, name: str, dropout: float = 0.1, model: ModelConfig | None = None,
+                 **train) -> Config:
     options = dict(precision="fp32", batch_tokens=300, lr=0.002, warmup_steps=10, max_steps=20, log_every=5,
                    valid_every=1000, checkpoint_every=5, valid_max_sentences=5, seed=3)
     options.update(train)
@@ -28,7 +29,7 @@ def small_config(root: Path, corpus: Path, name: str, dropout: float = 0.1, **tr
         run=RunConfig(name=name, root=str(root / "runs")),
         data=DataConfig(source="files", files=[str(corpus)], valid_size=10, test_size=10),
         tokenizer=TokenizerConfig(vocab_size=400),
-        model=ModelConfig(d_model=32, n_heads=2, encoder_layers=1, decoder_layers=1, d_ff=64, dropout=dropout,
-                          max_positions=64),
+        model=model or ModelConfig(d_model=32, n_heads=2, encoder_layers=1, decoder_layers=1, d_ff=64,
+                                   dropout=dropout, max_positions=64),
         train=TrainConfig(**options),
     )

@@ -33,6 +33,8 @@ class ConfigError(UserError):
 # The byte-level BPE starts from 4 special tokens and 256 byte symbols (tokenizer.py): a smaller
 # vocab_size would silently be this one.
 MIN_VOCAB = 260
+# PyTorch's scaled-dot-product attention kernels, by the names train.sdpa_backends takes.
+SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
 
 
 @dataclass
@@ -134,9 +136,17 @@ class TrainConfig:
     compile: bool = False
     resume: bool = False
     num_threads: int | None = None
+    # CUDA only: the fused attention kernels PyTorch may choose from (flash, efficient, cudnn, math);
+    # null lets it dispatch as it would (docs/gpu-check.md). CPU attention always runs the math kernel.
+    sdpa_backends: list[str] | None = None
+    collective_timeout_s: float | None = None  # DDP: a collective waiting longer fails; null: PyTorch's default
 
     def __post_init__(self) -> None:
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        for backend in self.sdpa_backends or []:
+            _choice("train.sdpa_backends", backend, SDPA_BACKENDS)
+        if self.sdpa_backends is not None and not self.sdpa_backends:
+            raise ConfigError.of_value("train.sdpa_backends", "name at least one kernel, or null for PyTorch's choice")
         _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
         _choice("train.optimizer", self.optimizer, ("adam", "adamw"))
@@ -147,7 +157,7 @@ class TrainConfig:
                   "num_threads")
         _at_least("train", self, 0.0, "weight_decay", "clip_norm")
         # adam_eps = 0 would divide 0 by 0 for any parameter whose gradient is zero (the <pad> embedding).
-        _positive("train", self, "lr", "adam_eps", "max_minutes")
+        _positive("train", self, "lr", "adam_eps", "max_minutes", "collective_timeout_s")
         _fraction("train", self, "label_smoothing")
         if not all(0.0 <= beta < 1.0 for beta in self.adam_betas):
             raise ConfigError(f"train.adam_betas: each must be in [0, 1), got {self.adam_betas}")

@@ -72,13 +72,46 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=DTYPES[precision])
 
 
+SDPA_KERNELS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+# The profiler's name of each kernel's forward op, by the names train.sdpa_backends takes.
+_SDPA_OPS = (("cudnn", "_scaled_dot_product_cudnn_attention"), ("flash", "_scaled_dot_product_flash_attention"),
+             ("efficient", "_scaled_dot_product_efficient_attention"), ("math", "_scaled_dot_product_attention_math"))
+
+
 @contextlib.contextmanager
-def attention_kernels(device: torch.device) -> Iterator[None]:
+def attention_kernels(device: torch.device, backends: list[str] | None = None) -> Iterator[None]:
     """Where CPU attention calls SDPA (bf16 training and translation; fp32 spells the maths out, see
     `model.attend`) the plain (math) kernel beats the flash kernel on short sentences, backward
-    especially (docs/performance.md); on CUDA let PyTorch pick."""
+    especially (docs/performance.md). On CUDA, the kernels `backends` names (train.sdpa_backends),
+    or PyTorch's own dispatch when it names none."""
     if device.type == "cpu":
         with sdpa_kernel([SDPBackend.MATH]):
             yield
+    elif backends:
+        with sdpa_kernel([SDPA_KERNELS[name] for name in backends]):
+            yield
     else:
         yield
+
+
+def attention_kernels_chosen(device: torch.device, dtype: torch.dtype, heads: int, head_dim: int, batch: int,
+                             src_len: int, tgt_len: int, backends: list[str] | None = None) -> dict[str, str]:
+    """The SDPA kernel PyTorch runs for each kind of attention call of a training batch of this shape
+    (queries that need gradients, the model's masks), read from the profiler's op names: where
+    cuDNN's kernel, which builds an execution graph per shape, comes first in the dispatch, a run's
+    speed with length-bucketed batches depends on it (docs/gpu-check.md)."""
+    calls = {"encoder_self": (src_len, src_len, True, False), "decoder_self": (tgt_len, tgt_len, False, True),
+             "cross": (tgt_len, src_len, True, False)}
+    chosen = {}
+    for name, (queries, keys, masked, causal) in calls.items():
+        q = torch.randn(batch, heads, queries, head_dim, device=device, dtype=dtype, requires_grad=True)
+        k, v = (torch.randn(batch, heads, keys, head_dim, device=device, dtype=dtype) for _ in range(2))
+        mask = torch.ones(batch, 1, 1, keys, dtype=torch.bool, device=device) if masked else None
+        if mask is not None:
+            mask[0, ..., keys // 2:] = False  # a padded sentence, as bucketed batches have
+        with attention_kernels(device, backends), torch.profiler.profile() as profile:
+            torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        ops = " ".join(event.name for event in profile.events())
+        chosen[name] = next((kernel for kernel, op in _SDPA_OPS if op in ops), "other")
+    return chosen

@@ -70,7 +70,7 @@ class Trainer:
         self._start = time.monotonic()
         self.report.open_progress(self.config.train.max_steps, self.state.step)
         try:
-            with self._stopping_on_signals(), attention_kernels(self.device):
+            with self._stopping_on_signals(), attention_kernels(self.device, self.config.train.sdpa_backends):
                 reason = self._train()
                 self._finish(reason)
         finally:
