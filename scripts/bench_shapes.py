@@ -114,7 +114,7 @@ def bench_training_turns(smoke: bool):
     from transformer_mt.device import DTYPES
 
     device = torch.device("cpu")
-    work, sizes = Workload(smoke, device), Sizes.of(smoke)
+    work, sizes = Workload(smoke, device), Sizes.of(smoke, device)
     systems = [ours(work.model_cfg, work.vocab, device), peer(work.model_cfg, work.vocab, device)]
     jobs, _ = training_jobs(systems, training_batchings(work, sizes), "fp32", device)
     peak = MatmulPeak(sizes.matmul, DTYPES["fp32"], device)

@@ -52,8 +52,12 @@ class Sizes:
     rounds: tuple[int, int]  # (warm-up, timed) runs of every training and decoding job
 
     @classmethod
-    def of(cls, smoke: bool) -> "Sizes":
-        return cls(256, 3, 2, 512, (0, 2)) if smoke else cls(1024, 10, 12, 2048, (1, 3))
+    def of(cls, smoke: bool, device: torch.device) -> "Sizes":
+        """A GPU's: a peak at 8192^3 (smaller products do not fill it) and Transformer-base's 12k-token
+        batches (the Workload's model is Transformer-base there)."""
+        if smoke:
+            return cls(256, 3, 2, 512, (0, 2))
+        return cls(8192, 10, 12, 12288, (1, 3)) if device.type == "cuda" else cls(1024, 10, 12, 2048, (1, 3))
 
 
 def measure(options: Options) -> BenchReport:
@@ -61,7 +65,7 @@ def measure(options: Options) -> BenchReport:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU is visible")
     precisions, skipped = _precisions(device, options.smoke)
-    work, sizes = Workload(options.smoke, device), Sizes.of(options.smoke)
+    work, sizes = Workload(options.smoke, device), Sizes.of(options.smoke, device)
     cfg, vocab = work.model_cfg, work.vocab
     systems = [ours(cfg, vocab, device)] + ([peer(cfg, vocab, device)] if options.peer else [])
     report = BenchReport(device_name(device), torch.__version__, date.today().isoformat(), vars(cfg), vocab,
@@ -70,26 +74,33 @@ def measure(options: Options) -> BenchReport:
     same_batches = batchings[SAME_BATCHES]
     decode_batches = work.decode_batches(64)
     report.decode_sentences = sum(src.size(0) for src in decode_batches)
+    _count_training_flops(report, work, same_batches)
+
+    def progress() -> None:
+        report.ratios = ratios(report, precisions, peer_present=options.peer)
+        options.progress(report)
+
     for precision in precisions:
         peak = MatmulPeak(sizes.matmul, DTYPES[precision], device)
         peak.measure(sizes.repeats)
         log(f"matmul {precision}: {peak.gflops().median:.0f} GFLOP/s")
         _bench_training(report, systems, batchings, precision, device, sizes.rounds, peak)
         report.matmul_gflops[precision] = peak.gflops()
-        options.progress(report)
+        _add_mfu(report, precision)
+        progress()
         _bench_decoding(report, systems + [ours(cfg, vocab, device, use_cache=False)], decode_batches, precision,
                         device, sizes.rounds, peak)
         report.matmul_gflops[precision] = peak.gflops()  # with the samples taken alongside the systems
-        options.progress(report)
+        _add_mfu(report, precision)
         for name, beam in SEARCHES.items():  # no implementation decodes faster than this
             report.decode_matmul_floor_seconds[f"{name}_{precision}"] = decoding_flops(
                 cfg, vocab, decode_batches, beam, DECODE_LENGTH) / 1e9 / report.matmul_gflops[precision].max
+        progress()
     for precision in peak_only_precisions(device):
         peak = MatmulPeak(sizes.matmul, DTYPES[precision], device)
         peak.measure(sizes.repeats)
         report.matmul_gflops[precision] = peak.gflops()
-    _add_mfu(report, work, same_batches, precisions)
-    report.padding = work.padding(2048)
+    report.padding = work.padding(sizes.batch_tokens)
     if options.train_minutes > 0:
         report.quality = quality_per_budget(options.train_minutes, options.smoke)
         log(f"quality after {options.train_minutes} min: {report.quality}")
@@ -107,8 +118,11 @@ def peak_only_precisions(device: torch.device) -> tuple[str, ...]:
 
 
 def _precisions(device: torch.device, smoke: bool) -> tuple[list[str], dict[str, str]]:
-    """bf16 where the hardware has it; a smoke run always exercises it, emulated or not, at tiny sizes."""
+    """bf16 where the hardware has it; a smoke run always exercises it, emulated or not, at tiny sizes.
+    On a GPU bf16 comes first: it is what trains there, and a capped run keeps what came first."""
     emulated = slow_precision_warning("bf16", device)
+    if device.type == "cuda":
+        return ["bf16", "fp32"], {}
     if emulated is None or smoke:
         return ["fp32", "bf16"], {}
     return ["fp32"], {"bf16": f"{emulated} (bf16 figures would time the emulation, not the systems)"}
@@ -170,41 +184,54 @@ def _profile(report: BenchReport, jobs: dict[str, Job], precision: str, device: 
         log(f"profile {key}: GEMMs {profile.gemm_seconds:.2f} s of {profile.total_seconds:.2f} s")
 
 
-def _add_mfu(report: BenchReport, work: Workload, batches: list[Batch], precisions: list[str]) -> None:
+def _count_training_flops(report: BenchReport, work: Workload, batches: list[Batch]) -> None:
     sentences = sum(b.src.size(0) for b in batches)
     src_len = sum(int((b.src != PAD).sum()) for b in batches) / sentences
     tgt_len = sum(b.n_tokens for b in batches) / sentences
-    flops = report.train_flops_per_token = training_flops_per_token(work.model_cfg, work.vocab, src_len, tgt_len)
+    report.train_flops_per_token = training_flops_per_token(work.model_cfg, work.vocab, src_len, tgt_len)
     report.train_source_pad_gemm_share = source_pad_gemm_share(work.model_cfg, work.vocab, batches)
-    for precision in precisions:
-        figure = report.train[label(OURS, SAME_BATCHES, precision)]
-        figure.mfu = figure.tokens_per_sec.median * flops / 1e9 / report.matmul_gflops[precision].max
+
+
+def _add_mfu(report: BenchReport, precision: str) -> None:
+    """Our training's MFU in `precision`, against the matmul peak sampled so far."""
+    figure = report.train[label(OURS, SAME_BATCHES, precision)]
+    figure.mfu = figure.tokens_per_sec.median * report.train_flops_per_token / 1e9 / \
+        report.matmul_gflops[precision].max
 
 
 def ratios(report: BenchReport, precisions: list[str], peer_present: bool) -> dict[str, float | None]:
-    """ours / peer medians, and what bounds them (docs/performance.md)."""
-    result: dict[str, float | None] = {
-        "cached_vs_uncached": report.decode_rate(OURS, "beam4", "fp32") / report.decode_rate(UNCACHED, "beam4", "fp32"),
-        "cached_vs_uncached_greedy":
-            report.decode_rate(OURS, "greedy", "fp32") / report.decode_rate(UNCACHED, "greedy", "fp32"),
-        "padding_random_vs_bucketed": report.padding.random_batches / report.padding.bucketed_batches}
+    """ours / peer medians, and what bounds them (docs/performance.md). A ratio whose figures are not
+    measured yet is left out, so that a run stopped part-way writes those it has."""
+    result: dict[str, float | None] = {}
+
+    def put(name: str, formula: Callable[[], float | None]) -> None:
+        with contextlib.suppress(KeyError):
+            result[name] = formula()
+
+    put("cached_vs_uncached",
+        lambda: report.decode_rate(OURS, "beam4", "fp32") / report.decode_rate(UNCACHED, "beam4", "fp32"))
+    put("cached_vs_uncached_greedy",
+        lambda: report.decode_rate(OURS, "greedy", "fp32") / report.decode_rate(UNCACHED, "greedy", "fp32"))
+    if report.padding is not None:
+        result["padding_random_vs_bucketed"] = report.padding.random_batches / report.padding.bucketed_batches
     for p in precisions:
-        result[f"mfu_{p}"] = report.train[label(OURS, SAME_BATCHES, p)].mfu
+        put(f"mfu_{p}", lambda p=p: report.train[label(OURS, SAME_BATCHES, p)].mfu)
     if "bf16" in precisions:
-        result["train_bf16_vs_fp32"] = report.train_rate(OURS, SAME_BATCHES, "bf16") / \
-            report.train_rate(OURS, SAME_BATCHES, "fp32")
+        put("train_bf16_vs_fp32",
+            lambda: report.train_rate(OURS, SAME_BATCHES, "bf16") / report.train_rate(OURS, SAME_BATCHES, "fp32"))
     if peer_present:
         for p in precisions:
-            ours_rate = report.train_rate(OURS, SAME_BATCHES, p)
-            result[f"train_same_batches_{p}"] = ours_rate / report.train_rate(PEER, SAME_BATCHES, p)
-            result[f"train_own_batching_{p}"] = ours_rate / report.train_rate(PEER, HF_BATCHING, p)
+            put(f"train_same_batches_{p}",
+                lambda p=p: report.train_rate(OURS, SAME_BATCHES, p) / report.train_rate(PEER, SAME_BATCHES, p))
+            put(f"train_own_batching_{p}",
+                lambda p=p: report.train_rate(OURS, SAME_BATCHES, p) / report.train_rate(PEER, HF_BATCHING, p))
             for name in SEARCHES:
-                peer_rate = report.decode_rate(PEER, name, p)
-                result[f"{name}_{p}"] = report.decode_rate(OURS, name, p) / peer_rate
+                put(f"{name}_{p}", lambda n=name, p=p: report.decode_rate(OURS, n, p) / report.decode_rate(PEER, n, p))
                 # The best ratio any decoder could reach: the peer's time over the matmul floor.
-                result[f"{name}_{p}_ceiling"] = report.decode_sentences / peer_rate / \
-                    report.decode_matmul_floor_seconds[f"{name}_{p}"]
-            _add_gemm_bounds(report, result, p)
+                put(f"{name}_{p}_ceiling", lambda n=name, p=p: report.decode_sentences / report.decode_rate(PEER, n, p)
+                    / report.decode_matmul_floor_seconds[f"{n}_{p}"])
+            with contextlib.suppress(KeyError):
+                _add_gemm_bounds(report, result, p)
     return result
 
 
