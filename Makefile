@@ -68,6 +68,7 @@ tensorboard: install
 	$(VENV)/bin/tensorboard --logdir runs
 
 test: install-dev $(VENV)/.installed-transformers4
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 	PYTHONPATH=$(VENV)/transformers4 $(PY) -m pytest -q tests/test_export_transformers.py
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from transformer_mt.benchmark import suite
 from transformer_mt.benchmark.report import markdown
 from transformer_mt.cli import main_guard, output_path, writing
-from transformer_mt.malloc import retain_freed_memory
 from transformer_mt.errors import UserError
+from transformer_mt.malloc import retain_freed_memory
 
 
 def main() -> int:

@@ -260,8 +260,8 @@ print(json.dumps(time.perf_counter() - started))
 
 def compare_with_datasets(corpus: Path, work: Path) -> dict:
     """Seconds and peak memory of each stage, plain chunked streaming against `datasets` end to end."""
-    from transformer_mt.data import iter_pairs
     from transformer_mt.config import DataConfig, TokenizerConfig
+    from transformer_mt.data import iter_pairs
     from transformer_mt.tokenizer import Tokenizer
 
     shutil.rmtree(work, ignore_errors=True)
@@ -288,7 +288,8 @@ def _markdown(results: list[dict]) -> str:
         ranks = " / ".join(gb(b) for b in r.get("ddp_rank_anonymous", [])) or "–"
         first = f"{r['first_batch_seconds']:.2f} s" if "first_batch_seconds" in r else "–"
         rows.append(f"| {r['pairs']:,} | {r['prepare_seconds']:.1f} s | {r['pairs_per_second']:,.0f} | "
-                    f"{gb(r['prepare_peak_rss'])} | {r['run_folder_bytes'] / 1e6:.0f} MB | {r['rerun_seconds']:.1f} s | "
+                    f"{gb(r['prepare_peak_rss'])} | {r['run_folder_bytes'] / 1e6:.0f} MB | "
+                    f"{r['rerun_seconds']:.1f} s | "
                     f"{gb(r['rerun_peak_rss'])} | {first} | {ranks} |")
     return "\n".join(rows)
 

@@ -66,7 +66,8 @@ def ct2_job(model: torch.nn.Module, cfg: ModelConfig, vocab: int, quantization: 
     return Job([step])
 
 
-def bench_size(name: str, cfg: ModelConfig, vocab: int, batches: list[torch.Tensor], threads: int, rounds: tuple[int, int],
+def bench_size(name: str, cfg: ModelConfig, vocab: int, batches: list[torch.Tensor], threads: int,
+               rounds: tuple[int, int],
                with_peer: bool) -> dict:
     """Sentences/s and tokens/s of every system, greedy and beam 4."""
     device = torch.device("cpu")
@@ -154,12 +155,14 @@ def markdown(results: dict) -> str:
     for name in ("bench", "base"):
         size = results[name]
         lines += [f"\n{name}: d {size['model']['d_model']}, {size['model']['encoder_layers']}+"
-                  f"{size['model']['decoder_layers']} layers, vocabulary {size['vocab']}, {size['sentences']} sentences",
+                  f"{size['model']['decoder_layers']} layers, vocabulary {size['vocab']}, "
+                  f"{size['sentences']} sentences",
                   "| decoder | greedy sentences/s | greedy tokens/s | beam 4 sentences/s | beam 4 tokens/s |",
                   "|---|---|---|---|---|"]
         for system in [k.removeprefix("greedy_") for k in size if k.startswith("greedy_")]:
             g, b = size[f"greedy_{system}"], size[f"beam4_{system}"]
-            lines.append(f"| {system} | {g['sentences_per_second']['median']:.1f} | {g['tokens_per_second']['median']:.0f} "
+            lines.append(f"| {system} | {g['sentences_per_second']['median']:.1f} | "
+                         f"{g['tokens_per_second']['median']:.0f} "
                          f"| {b['sentences_per_second']['median']:.1f} | {b['tokens_per_second']['median']:.0f} |")
         lines += [f"- {key}: {value:.2f}" for key, value in size["ratios"].items()]
     if "quality" in results and "skipped" not in results["quality"]:

@@ -48,7 +48,8 @@ def main() -> int:
               "results": [asdict(r) | {"identical_share": round(r.identical_share, 4)} for r in results]}
     Path(args.json).write_text(json.dumps(report, indent=1, ensure_ascii=False))
     print(f"{report['cpu']}, torch {report['torch']}, transformers {report['transformers']}\n\n"
-          "| search | identical lines | BLEU ours | BLEU transformers | chrF ours | chrF transformers |\n|---|---|---|---|---|---|")
+          "| search | identical lines | BLEU ours | BLEU transformers | chrF ours | chrF transformers |\n"
+          "|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r.search} | {r.identical}/{r.sentences} ({100 * r.identical_share:.2f} %) | {r.bleu_ours:.2f} | "
               f"{r.bleu_transformers:.2f} | {r.chrf_ours:.2f} | {r.chrf_transformers:.2f} |")

@@ -83,7 +83,8 @@ def backends(run: Path, model: str | None, threads: int) -> list:
             raise UserError(f"no export at {folder}: make export RUN={run} ARGS=\"--quantization int8\"")
         found.append(Backend(f"ctranslate2 {_quantization(folder)}", ["--model", str(folder)],
                              lambda: ExportedTranslator(folder, "cpu", threads)))
-    found.append(Backend("pytorch fp32", ["--run", str(run)], lambda: Translator.from_args(str(run), None, device="cpu")))
+    found.append(Backend("pytorch fp32", ["--run", str(run)],
+                         lambda: Translator.from_args(str(run), None, device="cpu")))
     return found
 
 

@@ -118,7 +118,8 @@ def bench_training_turns(smoke: bool):
     systems = [ours(work.model_cfg, work.vocab, device), peer(work.model_cfg, work.vocab, device)]
     jobs, _ = training_jobs(systems, training_batchings(work, sizes), "fp32", device)
     peak = MatmulPeak(sizes.matmul, DTYPES["fp32"], device)
-    return bench.turns_census({"matmul": peak.job, **jobs}, *sizes.rounds, capacities=(bench.ONEDNN_DEFAULT_CACHE, 4096))
+    return bench.turns_census({"matmul": peak.job, **jobs}, *sizes.rounds,
+                              capacities=(bench.ONEDNN_DEFAULT_CACHE, 4096))
 
 
 def markdown(report: dict) -> str:

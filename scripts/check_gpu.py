@@ -35,7 +35,8 @@ def main() -> int:
     parser.add_argument("--output", default=os.environ.get("OUT") or "check-gpu", help="results folder")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, from {','.join(STAGES)}")
     parser.add_argument("--pytest-args", default="", help="added to the tests stage's pytest command, e.g. '-k resume'")
-    parser.add_argument("--minutes", type=float, default=defaults.minutes, help="training time of each attention variant")
+    parser.add_argument("--minutes", type=float, default=defaults.minutes,
+                        help="training time of each attention variant")
     parser.add_argument("--bench-seconds", type=int, default=defaults.bench_seconds, help="cap on scripts/bench.py")
     parser.add_argument("--budget-minutes", type=float, default=defaults.budget_minutes, help="the whole check's cap")
     parser.add_argument("--wheels", default=str(defaults.wheels), help="wheels of packages the machine lacks")

@@ -13,12 +13,20 @@ import sys
 import time
 from pathlib import Path
 
-from transformer_mt.cli import (add_model_flags, add_search_flags, check_search_flags, decode_settings, main_guard,
-                                open_translator, output_path, writing)
+from transformer_mt.cli import (
+    add_model_flags,
+    add_search_flags,
+    check_search_flags,
+    decode_settings,
+    main_guard,
+    open_translator,
+    output_path,
+    writing,
+)
 from transformer_mt.data import read_lines
 from transformer_mt.errors import UserError
-from transformer_mt.metrics import corpus_scores
 from transformer_mt.malloc import retain_freed_memory
+from transformer_mt.metrics import corpus_scores
 from transformer_mt.text_translator import TextTranslator
 
 

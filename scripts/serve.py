@@ -56,7 +56,8 @@ def main() -> int:
     # this one, a clean shutdown exits 0 instead of dying by the signal.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: None)
-    uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, timeout_graceful_shutdown=int(args.drain_seconds),
+    uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                  timeout_graceful_shutdown=int(args.drain_seconds),
                                   log_level="info", access_log=True)).run()
     return 0
 

@@ -15,8 +15,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from transformer_mt.cli import (add_model_flags, add_search_flags, check_search_flags, decode_settings, main_guard,
-                                open_translator, output_path, writing)
+from transformer_mt.cli import (
+    add_model_flags,
+    add_search_flags,
+    check_search_flags,
+    decode_settings,
+    main_guard,
+    open_translator,
+    output_path,
+    writing,
+)
 from transformer_mt.errors import UserError
 from transformer_mt.malloc import retain_freed_memory
 

@@ -33,7 +33,8 @@ def test_decoding_flops_count_the_matmuls_our_search_runs(beam):
     with FlopCounterMode(display=False) as counter:
         (greedy if beam == 1 else beam_search)(model, src, search, model.max_output_len)
     assert counter.get_total_flops() == flops.decoding_flops(cfg, 100, [src], beam, systems.DECODE_LENGTH)
-    assert flops.decoding_flops(cfg, 100, [src], beam, systems.DECODE_LENGTH, attention=False) < counter.get_total_flops()
+    assert flops.decoding_flops(cfg, 100, [src], beam, systems.DECODE_LENGTH,
+                                attention=False) < counter.get_total_flops()
 
 
 def test_source_pad_gemm_share_is_the_linear_work_the_peer_does_and_we_skip():

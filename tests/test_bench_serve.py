@@ -88,5 +88,6 @@ def test_the_smoke_run_serves_every_level_overloads_and_soaks_without_errors(tmp
     assert report["soak"]["load"]["statuses"] == {"200": report["soak"]["load"]["requests"]}
     assert report["soak"]["readings"] >= 4
     by_words = report["backends"]["pytorch fp32"]["batching"]["32"]["by_words"]
-    assert sum(group["requests"] for group in by_words.values()) == report["backends"]["pytorch fp32"]["batching"]["32"]["translated"]
+    translated = report["backends"]["pytorch fp32"]["batching"]["32"]["translated"]
+    assert sum(group["requests"] for group in by_words.values()) == translated
     assert "| target | backend | measured | limit | met |" in result.stdout

@@ -30,7 +30,8 @@ def test_the_check_runs_every_step_and_writes_its_figures(tmp_path):
     assert results["tests"]["ok"] and results["tests"]["skipped"] > 0 and not results["tests"].get("passed")
     assert results["missing_packages"] == [] and results["matmul"]["value"] > 0
     environment = results["environment"]
-    assert environment["torch"] == torch.__version__ and environment["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert environment["torch"] == torch.__version__
+    assert environment["python"] == ".".join(map(str, sys.version_info[:3]))
     assert set(environment["attention_kernels"]) == {"default", "flash_efficient"}
     training = results["training"]
     assert training["ok"] and set(training["variants"]) == {"default", "flash_efficient"}

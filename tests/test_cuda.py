@@ -20,8 +20,8 @@ from transformer_mt.benchmark.processes import run_bounded
 from transformer_mt.config import DecodeConfig, ModelConfig
 from transformer_mt.device import attention_kernels_chosen
 from transformer_mt.model import attend
-from transformer_mt.run_setup import set_up_run
 from transformer_mt.run_folder import open_run
+from transformer_mt.run_setup import set_up_run
 from transformer_mt.search import beam_search, greedy
 from transformer_mt.tokenizer import EOS
 from transformer_mt.training.loop import Trainer
@@ -124,7 +124,8 @@ def test_mixed_precision_training_moves_the_weights_and_follows_fp32(tmp_path, c
     every weight moved in both; fp16's scaler is on, skipped at most 3 updates (skips do not count as
     steps) and kept a scale of at least 1; the final models' fp32 losses on a training batch agree
     within 3 %, after both fell well below the starting loss."""
-    runs = {name: _trained(tmp_path, corpus, f"{name}-20", precision=name, max_steps=20) for name in ("fp32", precision)}
+    runs = {name: _trained(tmp_path, corpus, f"{name}-20", precision=name, max_steps=20)
+            for name in ("fp32", precision)}
     for trainer, initial in runs.values():
         assert trainer.state.step == 20
         assert all(not torch.equal(p, initial[name]) for name, p in trainer.model.named_parameters())
@@ -149,7 +150,8 @@ def test_more_padding_leaves_the_logits_of_real_positions_unchanged_on_cuda(prec
     tgt = pad_batch([[1, 20, 21, 22], [1, 23, 24, 0]], CUDA)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
         alone = model(pad_batch(short, CUDA), tgt)
-        padded = model(pad_batch(short + [list(range(4, 30)) + [EOS]], CUDA), pad_batch([[1, 20, 21, 22], [1, 23, 24, 0],
+        padded = model(pad_batch(short + [list(range(4, 30)) + [EOS]], CUDA),
+                       pad_batch([[1, 20, 21, 22], [1, 23, 24, 0],
                                                                                          [1, 25, 26, 27]], CUDA))[:2]
     tolerance = 1e-4 if precision == "fp32" else 3e-2
     real = tgt != 0

@@ -76,7 +76,8 @@ def test_bad_lines_name_file_and_line_or_are_skipped_and_counted(tmp_path):
                                         r"\(data.skip_bad_lines=true skips such lines\)"):
         load_pairs(DataConfig(source="files", files=[str(tsv)]))
     bad = BadLines(skip=True)
-    assert load_pairs(DataConfig(source="files", files=[str(tsv)], skip_bad_lines=True), bad) == [("a", "b"), ("f", "g")]
+    assert load_pairs(DataConfig(source="files", files=[str(tsv)], skip_bad_lines=True), bad) == [("a", "b"),
+                                                                                                  ("f", "g")]
     assert bad.count == 3 and "c.tsv:3: expected source<TAB>target, got 3 field(s)" in bad.summary()
     assert "c.tsv:4: not UTF-8 text" in bad.summary()
 
@@ -87,7 +88,8 @@ def test_skipping_a_bad_line_of_parallel_files_keeps_them_aligned(tmp_path):
     files = [str(tmp_path / "p.en"), str(tmp_path / "p.fr")]
     with pytest.raises(DataError, match=r"p.en:2: not UTF-8 text \(it holds the byte 0xff\)"):
         load_pairs(DataConfig(source="files", files=files))
-    assert load_pairs(DataConfig(source="files", files=files, skip_bad_lines=True)) == [("one", "un"), ("three", "trois")]
+    assert load_pairs(DataConfig(source="files", files=files, skip_bad_lines=True)) == [("one", "un"),
+                                                                                        ("three", "trois")]
     (tmp_path / "p.fr").write_bytes(b"un\ndeux\n")  # one line short: every pair after it would shift
     with pytest.raises(DataError, match="not aligned"):
         load_pairs(DataConfig(source="files", files=files, skip_bad_lines=True))

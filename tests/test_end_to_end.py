@@ -419,7 +419,8 @@ def test_export_refuses_to_overwrite_without_force(trained, export):
 @pytest.fixture(scope="module")
 def hf_export(trained):
     root, run, _, _ = trained
-    result = cli("scripts/export.py", "--run", str(run), "--format", "transformers", "--output", str(root / "exports" / "hf"))
+    result = cli("scripts/export.py", "--run", str(run), "--format", "transformers", "--output",
+                 str(root / "exports" / "hf"))
     assert result.returncode == 0, result.stderr
     assert "as PegasusForConditionalGeneration" in result.stdout and "test split BLEU" in result.stdout
     return root / "exports" / "hf"
@@ -483,7 +484,8 @@ def test_the_model_cards_snippet_translates_with_transformers_alone(trained, hf_
 
 def test_the_export_script_refuses_flags_of_the_other_format(trained):
     run = str(trained[1])
-    for flags, message in ((["--format", "transformers", "--quantization", "int8"], "--quantization is for --format ctranslate2"),
+    for flags, message in ((["--format", "transformers", "--quantization", "int8"],
+                            "--quantization is for --format ctranslate2"),
                            (["--no-evaluate"], "--no-evaluate is for --format transformers")):
         result = cli("scripts/export.py", "--run", run, *flags)
         assert result.returncode == 2 and result.stderr.startswith(f"error: {message}")
@@ -491,7 +493,8 @@ def test_the_export_script_refuses_flags_of_the_other_format(trained):
 
 def test_bench_export_measures_the_agreement_on_the_test_split(trained, hf_export, tmp_path):
     run = trained[1]
-    result = cli("scripts/bench_export.py", "--run", str(run), "--export", str(hf_export), "--json", str(tmp_path / "b.json"))
+    result = cli("scripts/bench_export.py", "--run", str(run), "--export", str(hf_export), "--json",
+                 str(tmp_path / "b.json"))
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "b.json").read_text())
     greedy, beam = report["results"]

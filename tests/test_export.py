@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.export_helpers import check_force_and_failure, tiny_run
 from transformer_mt.config import Config
 from transformer_mt.errors import UserError
 from transformer_mt.export.ctranslate2 import export_ctranslate2
@@ -15,8 +16,6 @@ from transformer_mt.export.ctranslate2_folder import META, read_meta, require_ct
 from transformer_mt.exported import ExportedTranslator
 from transformer_mt.tokenizer import BOS, EOS
 from transformer_mt.translator import Translator
-
-from tests.export_helpers import check_force_and_failure, tiny_run
 
 SHAPES = {
     "pre-norm, joint, tied": dict(),
@@ -42,7 +41,8 @@ def test_per_token_log_probabilities_equal_pytorch_teacher_forcing(exported, sam
     sources = ours.encode([s for s, _ in pairs])
     targets = [ours.tokenizers.tgt.encode(t)[:40] for _, t in pairs]
     src_vocab, tgt_vocab = vocabulary(ours.tokenizers.src), vocabulary(ours.tokenizers.tgt)
-    scored = theirs.score_batch([[src_vocab[i] for i in s] for s in sources], [[tgt_vocab[i] for i in t] for t in targets],
+    scored = theirs.score_batch([[src_vocab[i] for i in s] for s in sources],
+                                [[tgt_vocab[i] for i in t] for t in targets],
                                 max_input_length=0)
     for source, target, result in zip(sources, targets, scored):
         with torch.no_grad():
@@ -56,7 +56,8 @@ def test_greedy_search_gives_our_tokens(exported, sample_pairs):
     ours, theirs = Translator(run, device="cpu"), ExportedTranslator(folder, "cpu", threads=1)
     sentences = [s for s, _ in sample_pairs[600:640]]
     search = replace(ours.decode, beam_size=1, max_len_a=1.0, max_len_b=5)  # a random model stops at the limit
-    assert [h[0].text for h in theirs.translate(sentences, search)] == [h[0].text for h in ours.translate(sentences, search)]
+    expected = [h[0].text for h in ours.translate(sentences, search)]
+    assert [h[0].text for h in theirs.translate(sentences, search)] == expected
 
 
 def test_the_export_folder_holds_model_tokenizers_and_what_decoding_needs(exported):
@@ -64,7 +65,8 @@ def test_the_export_folder_holds_model_tokenizers_and_what_decoding_needs(export
     meta = read_meta(folder)
     assert meta.step == 7 and meta.checkpoint == str(run.last) and meta.max_positions == 48
     assert meta.decode_config == Config().decode and meta.quantization == "float32"
-    assert {"model.bin", "config.json", META, "tokenizer-src.json", "tokenizer-tgt.json"} <= {p.name for p in folder.iterdir()}
+    assert {"model.bin", "config.json", META, "tokenizer-src.json",
+            "tokenizer-tgt.json"} <= {p.name for p in folder.iterdir()}
 
 
 def test_int8_export_translates(tmp_path, sample_pairs):

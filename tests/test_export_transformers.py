@@ -37,7 +37,8 @@ def exported(request, tmp_path_factory, sample_pairs):
     return ours, root / "hf", IdSpace.of(ours.config.model, ours.tokenizers)
 
 
-def teacher_forced(model, ours: Translator, ids: IdSpace, pairs, batched: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def teacher_forced(model, ours: Translator, ids: IdSpace, pairs,
+                   batched: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(ours, theirs) log-probabilities over our target vocabulary at each real target position; theirs
     from one right-padded batch, or sentence by sentence."""
     sources = ours.encode([s for s, _ in pairs])
@@ -52,7 +53,8 @@ def teacher_forced(model, ours: Translator, ids: IdSpace, pairs, batched: bool) 
         theirs = F.log_softmax(logits.float(), dim=-1)[..., ids.tgt_offset : ids.tgt_offset + ids.tgt_size]
         for row, i in enumerate(group):
             with torch.no_grad():
-                mine = F.log_softmax(ours.model(torch.tensor([sources[i]]), torch.tensor([targets[i]])).float(), dim=-1)[0]
+                mine = F.log_softmax(ours.model(torch.tensor([sources[i]]), torch.tensor([targets[i]])).float(),
+                                     dim=-1)[0]
             out.append((mine, theirs[row, : len(targets[i])]))
     return out
 
@@ -201,7 +203,8 @@ def test_the_folder_holds_model_tokenizer_generation_settings_and_a_model_card(t
     gen = model.generation_config
     assert (gen.decoder_start_token_id, gen.eos_token_id, gen.pad_token_id) == (BOS, EOS, PAD)
     assert gen.num_beams == 4 and gen.early_stopping is True and gen.max_length == 49
-    assert gen.length_penalty == power_exponent(DecodeConfig(), hfx.validation_target_lengths(hfx.Trained.load(run, None)))
+    assert gen.length_penalty == power_exponent(DecodeConfig(),
+                                                hfx.validation_target_lengths(hfx.Trained.load(run, None)))
     assert type(AutoTokenizer.from_pretrained(folder)).__name__ in ("PreTrainedTokenizerFast", "TokenizersBackend")
     assert '"tokenizer_class": "PreTrainedTokenizerFast"' in (folder / "tokenizer_config.json").read_text()
     card = ModelCard.load(folder / "README.md")

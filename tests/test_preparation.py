@@ -9,8 +9,8 @@ from tests.conftest import write_jsonl
 from tests.trainer_helpers import small_config
 from transformer_mt import data, preparation
 from transformer_mt.data import DataError, clean_pair
-from transformer_mt.run_setup import set_up_run
 from transformer_mt.run_folder import RunPaths
+from transformer_mt.run_setup import set_up_run
 from transformer_mt.splitting import Cuts, Selection, source_hashes
 from transformer_mt.store import read_manifest
 
@@ -65,7 +65,8 @@ def test_the_hash_split_is_grouped_by_source_disjoint_sized_and_deterministic(tm
     assert len(sources[0]) == 40 and len(sources[1]) == 30
     assert not (sources[0] & sources[1] or sources[0] & sources[2] or sources[1] & sources[2])
     assert sum(len(part) for part in (valid, test, train)) == len([p for p in pairs if clean_pair(*p, config.data)])
-    holder = next(part for part in (valid, test, [p for p, _, _ in train]) if ("Same source.", "Traduction numéro 0.") in part)
+    holder = next(part for part in (valid, test, [p for p, _, _ in train])
+                  if ("Same source.", "Traduction numéro 0.") in part)
     assert sum(s == "Same source." for s, _ in holder) == 5
     again = set_up_run(replace(config, run=replace(config.run, name="again")), **QUIET)
     assert splits_of(again.run) == splits and stored_pairs(again) == stored_pairs(prepared)

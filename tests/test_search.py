@@ -4,10 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transformer_mt.config import ModelConfig
-from transformer_mt.model import DecoderCache, LayerCache, Transformer
 from transformer_mt.benchmark.systems import FullPrefixDecoder
-from transformer_mt.config import DecodeConfig
+from transformer_mt.config import DecodeConfig, ModelConfig
+from transformer_mt.model import DecoderCache, LayerCache, Transformer
 from transformer_mt.search import beam_search, greedy, max_lengths
 from transformer_mt.search_rules import length_penalty, output_limit
 from transformer_mt.tokenizer import BOS, EOS, PAD

@@ -159,7 +159,8 @@ def test_a_few_hundred_random_bodies_get_no_server_error(server):
                 answer = client.post(f"{server.url}{path}", json=body)
             else:
                 answer = client.post(f"{server.url}{path}", content=bytes(rng.randrange(256) for _ in range(40)),
-                                     headers={"Content-Type": rng.choice(["application/json", "application/x-www-form-urlencoded"])})
+                                     headers={"Content-Type": rng.choice(["application/json",
+                                                                          "application/x-www-form-urlencoded"])})
             assert answer.status_code < 500, (body, answer.text)
             assert "error" in answer.json() or answer.status_code == 200
     assert httpx.get(f"{server.url}/ready").status_code == 200
@@ -173,7 +174,8 @@ def test_api_keys_are_required_when_a_file_names_them(run, tmp_path):
         assert post(server, json={"q": "Hi."}).status_code == 403
         assert post(server, json={"q": "Hi.", "api_key": "nope"}).json() == {"error": "Invalid API key"}
         assert post(server, json={"q": "Hi.", "api_key": "secret-two"}).status_code == 200
-        assert post(server, "/v1/translate", json={"text": "Hi."}, headers={"X-API-Key": "secret-one"}).status_code == 200
+        assert post(server, "/v1/translate", json={"text": "Hi."},
+                    headers={"X-API-Key": "secret-one"}).status_code == 200
         assert httpx.get(f"{server.url}/frontend/settings").json()["keyRequired"] is True
     finally:
         server.stop()
@@ -220,8 +222,8 @@ def test_bad_flags_are_one_line_errors(run, tmp_path):
 
 
 def test_a_ctranslate2_export_is_served_as_it_translates(run, tmp_path, sample_pairs):
-    from transformer_mt.exported import ExportedTranslator
     from transformer_mt.export.ctranslate2 import export_ctranslate2
+    from transformer_mt.exported import ExportedTranslator
     from transformer_mt.run_folder import open_run
 
     export_ctranslate2(open_run(run), None, tmp_path / "ct2", "int8")

@@ -16,12 +16,12 @@ import torch
 import torch.multiprocessing as mp
 
 from tests.trainer_helpers import small_config, small_corpus
-from transformer_mt import run_setup as run_setup_module
 from transformer_mt import checkpoint as checkpoint_module
-from transformer_mt.training import step as step_module
+from transformer_mt import run_setup as run_setup_module
 from transformer_mt.batching import collate
 from transformer_mt.errors import StoppedByRank0, UserError
 from transformer_mt.run_setup import set_up_run, set_up_run_on_every_rank
+from transformer_mt.training import step as step_module
 from transformer_mt.training.distributed import Distributed
 from transformer_mt.training.loop import Trainer
 
@@ -98,7 +98,8 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, corpus):
 
 
 def test_clip_norm_rescales_the_gradient_and_zero_turns_clipping_off(tmp_path, corpus):
-    grads = {clip: gradient_of_one_update(small_config(tmp_path, corpus, f"clip{clip}", clip_norm=clip), torch.arange(8))
+    grads = {clip: gradient_of_one_update(small_config(tmp_path, corpus, f"clip{clip}", clip_norm=clip),
+                                          torch.arange(8))
              for clip in (0.0, 1e-3)}
     raw = grads[0.0]
     assert raw.norm() > 0.1  # unclipped: far above the other run's threshold
@@ -279,7 +280,8 @@ def test_torchrun_with_one_process_trains_in_ddp_over_gloo_and_resumes(tmp_path)
     def torchrun(*overrides):
         return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
                                "scripts/train.py", "configs/tiny.yaml", f"run.root={tmp_path}", "train.device=cpu",
-                               "train.valid_every=4", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                               "train.valid_every=4", *overrides],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
 
     result = torchrun("train.max_steps=4")
     assert result.returncode == 0, result.stderr[-3000:]

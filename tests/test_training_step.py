@@ -14,8 +14,8 @@ from transformer_mt.tokenizer import BOS, EOS
 from transformer_mt.training import step as step_module
 from transformer_mt.training.distributed import Distributed
 from transformer_mt.training.loop import Trainer, prepared_ahead
-from transformer_mt.training.state import own_rng_state
 from transformer_mt.training.reporting import Window
+from transformer_mt.training.state import own_rng_state
 from transformer_mt.training.step import Updater, UpdateResult
 
 CPU = torch.device("cpu")
@@ -169,6 +169,7 @@ def test_batches_prepared_ahead_come_in_order_and_stop_with_the_caller(enabled):
 def ragged_corpus(pairs: int = 12, seed: int = 0):
     """Pairs of random lengths (3 to 13 tokens a side) over tiny()'s vocabulary."""
     import numpy as np
+
     from transformer_mt.store import EncodedCorpus
     rng = np.random.default_rng(seed)
     sides = []
@@ -183,6 +184,7 @@ def test_rounded_shapes_give_the_same_loss_and_gradients(precision):
     """Padding columns and pad rows added to the encoder's: the same tokens, so the same loss and
     gradients (up to summation order) as the unrounded batch."""
     import numpy as np
+
     from transformer_mt.batching import Shapes, collate
     from transformer_mt.training.objective import smoothed_loss
     corpus, indices = ragged_corpus(), np.arange(12)

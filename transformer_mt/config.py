@@ -152,7 +152,8 @@ class TrainConfig:
         _choice("train.optimizer", self.optimizer, ("adam", "adamw"))
         if len(self.adam_betas) != 2:
             raise ConfigError("train.adam_betas: expected two numbers")
-        _at_least("train", self, 1, "batch_tokens", "length_multiple", "row_multiple", "accumulate", "warmup_steps", "max_steps", "max_epochs",
+        _at_least("train", self, 1, "batch_tokens", "length_multiple", "row_multiple", "accumulate", "warmup_steps",
+                  "max_steps", "max_epochs",
                   "log_every", "valid_every", "valid_max_sentences", "checkpoint_every", "keep_last", "patience",
                   "num_threads")
         _at_least("train", self, 0.0, "weight_decay", "clip_norm")

@@ -214,7 +214,8 @@ def _parallel_pairs(src_path: Path, tgt_path: Path, bad: BadLines) -> Iterator[P
         if src[1] is not None and tgt[1] is not None:
             yield src[1], tgt[1]
     if src is not None or tgt is not None:
-        (longer, rest), shorter = ((src_path, sources), tgt_path) if src is not None else ((tgt_path, targets), src_path)
+        (longer, rest), shorter = ((src_path, sources), tgt_path) if src is not None else ((tgt_path, targets),
+                                                                                           src_path)
         total = count + 1 + sum(1 for _ in rest)
         raise DataError(f"{shorter} has {count} lines but {longer} has {total}: not aligned "
                         f"(line {count + 1} of {longer} has no partner)")

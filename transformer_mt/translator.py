@@ -14,9 +14,9 @@ import torch
 from . import checkpoint as ckpt
 from .batching import pad_batch
 from .config import Config, DecodeConfig, from_dict
+from .device import DTYPES, attention_kernels, pick_device, slow_precision_warning
 from .model import Transformer
 from .run_folder import RunPaths, find_checkpoint
-from .device import DTYPES, attention_kernels, pick_device, slow_precision_warning
 from .search import beam_search, greedy
 from .search_rules import Hypothesis
 from .text_translator import TextTranslator

@@ -327,7 +327,8 @@ def training_figures(events: Path, run: Path, measured_tflops: float | None, dat
                "steps": max((step for step, _ in scalars.get("train/loss", [])), default=0),
                "valid_bleu": (scalars.get("valid/bleu") or [(0, None)])[-1][1],
                "peak_gpu_memory_gb": max((v for _, v in scalars.get("train/gpu_memory_gb", [])), default=0.0)}
-    for key, tflops in (("mfu_vs_measured_bf16_peak", measured_tflops), ("mfu_vs_datasheet_bf16_peak", datasheet_tflops)):
+    for key, tflops in (("mfu_vs_measured_bf16_peak", measured_tflops),
+                        ("mfu_vs_datasheet_bf16_peak", datasheet_tflops)):
         if tflops:
             figures[key] = tokens_per_second * flops / (tflops * 1e12)
     return figures
@@ -361,7 +362,8 @@ def describe(device: str) -> dict:
         facts.update(device_name=properties.name, gpu_memory_gb=round(properties.total_memory / 2**30, 1),
                      driver=_driver_version(), datasheet_bf16_tflops=datasheet_bf16_tflops(properties.name))
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    facts["attention_kernels"] = {name: attention_kernels_chosen(torch.device(device), dtype, 8, 64, 384, 30, 32, backends)
+    facts["attention_kernels"] = {name: attention_kernels_chosen(torch.device(device), dtype, 8, 64, 384, 30, 32,
+                                                                 backends)
                                   for name, backends in ATTENTION_VARIANTS.items()}
     return facts
 

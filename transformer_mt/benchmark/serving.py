@@ -286,7 +286,8 @@ def markdown(report: ServeReport) -> str:
                       f"answered 200, p99 {o['health_ms'].get('p99')} ms; met: {_verdict(o['met'])}"]
     if report.soak:
         s, figure = report.soak, report.soak["load"]
-        lines += ["", f"soak ({s['backend']}, 32 clients, {figure.seconds:g} s): {figure.requests} requests, {figure.errors} errors, "
+        lines += ["", f"soak ({s['backend']}, 32 clients, {figure.seconds:g} s): {figure.requests} requests, "
+                      f"{figure.errors} errors, "
                       f"{figure.sentences_per_sec:.1f} sentences/s; resident memory {s.get('rss_reference_mb')} MB "
                       f"at the reference reading, most drift after it {s.get('rss_most_drift', 0):.1%}; "
                       f"met: {_verdict(s['met'])}"]

@@ -21,8 +21,20 @@ from ..device import DTYPES, cpu_supports_bf16, slow_precision_warning
 from ..errors import UserError
 from ..tokenizer import PAD
 from .flops import decoding_flops, source_pad_gemm_share, training_flops_per_token
-from .records import (HF_BATCHING, OURS, PEER, SAME_BATCHES, SEARCHES, UNCACHED, BenchReport, DecodeFigure, Quality,
-                      Spread, TrainFigure, label)
+from .records import (
+    HF_BATCHING,
+    OURS,
+    PEER,
+    SAME_BATCHES,
+    SEARCHES,
+    UNCACHED,
+    BenchReport,
+    DecodeFigure,
+    Quality,
+    Spread,
+    TrainFigure,
+    label,
+)
 from .systems import DECODE_LENGTH, System, decoding_job, ours, peer, training_job
 from .timing import Job, MatmulPeak, profile_job
 from .workload import Workload
@@ -134,7 +146,8 @@ def _bench_training(report: BenchReport, systems: list[System], batchings: dict[
     jobs, batches_of = training_jobs(systems, batchings, precision, device)
     for key, samples in peak.alongside(jobs, *rounds).items():
         batches, seconds = batches_of[key], Spread.of(samples)
-        report.train[key] = TrainFigure(seconds.rate(sum(b.n_tokens for b in batches)), seconds.scaled(1 / len(batches)),
+        report.train[key] = TrainFigure(seconds.rate(sum(b.n_tokens for b in batches)),
+                                        seconds.scaled(1 / len(batches)),
                                         statistics.mean(padding_share(b) for b in batches))
         log(f"train {key}: {report.train[key].tokens_per_sec.median:.0f} target tokens/s")
     _profile(report, {key: jobs[key] for key in jobs if SAME_BATCHES in key}, precision, device)

@@ -33,7 +33,8 @@ class Workload:
         test = read_split(*prepared.run.split_files("test", config.data.src_lang, config.data.tgt_lang))
         self.sources = [s for s, _ in test][: 16 if smoke else 256]
         if smoke:
-            self.model_cfg = ModelConfig(d_model=64, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=256, dropout=0.0)
+            self.model_cfg = ModelConfig(d_model=64, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=256,
+                                         dropout=0.0)
         elif gpu:
             self.model_cfg = ModelConfig(dropout=0.0)  # Transformer-base: d 512, 8 heads, 6+6 layers, FFN 2048
         else:
@@ -52,7 +53,8 @@ class Workload:
         return [collate(self.train_ids, b).to(self.device) for b in order.split(sentences)[:count]]
 
     def decode_batches(self, batch_size: int) -> list[torch.Tensor]:
-        encoded = [source_ids(ids, self.model_cfg.max_positions) for ids in self.tokenizers.src.encode_batch(self.sources)]
+        encoded = [source_ids(ids,
+                              self.model_cfg.max_positions) for ids in self.tokenizers.src.encode_batch(self.sources)]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         return [pad_batch([encoded[i] for i in order[start : start + batch_size]], self.device)
                 for start in range(0, len(order), batch_size)]

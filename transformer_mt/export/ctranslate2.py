@@ -19,7 +19,7 @@ from ..config import ModelConfig
 from ..errors import UserError
 from ..model import sinusoidal_positions
 from ..run_folder import RunPaths
-from ..tokenizer import SPECIALS, BOS, EOS, UNK
+from ..tokenizer import BOS, EOS, SPECIALS, UNK
 from .common import Trained, check_output, staged
 from .ctranslate2_folder import META, SRC_TOKENIZER, TGT_TOKENIZER, ExportMeta, require_ctranslate2, vocabulary
 
@@ -31,7 +31,8 @@ def export_ctranslate2(run: RunPaths, checkpoint: Path | None, output: Path, qua
     check_output(output, force)
     trained = Trained.load(run, checkpoint)
     tokenizers = trained.tokenizers
-    spec = transformer_spec(trained.config.model, trained.weights, vocabulary(tokenizers.src), vocabulary(tokenizers.tgt))
+    spec = transformer_spec(trained.config.model, trained.weights, vocabulary(tokenizers.src),
+                            vocabulary(tokenizers.tgt))
     meta = ExportMeta(asdict(trained.config.decode), trained.config.model.max_positions, tokenizers.joint,
                       str(trained.path), trained.step, quantization)
     with staged(output) as staging:
@@ -62,7 +63,8 @@ def transformer_spec(cfg: ModelConfig, weights: dict[str, torch.Tensor], src_tok
                      tgt_tokens: list[str]):
     """Our Transformer as a CTranslate2 TransformerSpec, weight by weight; the vocabularies are the token
     strings by id (vocabulary())."""
-    from ctranslate2.specs import common_spec, transformer_spec as ts
+    from ctranslate2.specs import common_spec
+    from ctranslate2.specs import transformer_spec as ts
 
     spec = ts.TransformerSpec.from_config((cfg.encoder_layers, cfg.decoder_layers), cfg.n_heads,
                                           pre_norm=cfg.norm_first, activation=common_spec.Activation.RELU)

@@ -60,7 +60,8 @@ def model_card(trained: Trained, model_class: str, shared_ids: bool, evaluation:
                    metric_type=metric, metric_name=label, metric_value=value)
         for metric, label, value in (("bleu", "BLEU", evaluation.bleu), ("chrf", "chrF", evaluation.chrf))]
     data = ModelCardData(language=[config.data.src_lang, config.data.tgt_lang], license=licence,
-                         library_name="transformers", pipeline_tag="translation", tags=["translation", "transformer-mt"],
+                         library_name="transformers", pipeline_tag="translation", tags=["translation",
+                                                                                        "transformer-mt"],
                          datasets=datasets or None, model_name=name, eval_results=results or None)
     body = "\n\n".join([_summary(trained, model_class), _data_section(config.data), _training_section(trained),
                         _results_section(evaluation, length_penalty), _usage_section(shared_ids)])

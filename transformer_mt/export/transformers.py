@@ -91,7 +91,8 @@ def hf_state_dict(cfg: ModelConfig, weights: dict[str, Tensor], ids: IdSpace) ->
     w = {name: tensor.detach().to(torch.float32).cpu() for name, tensor in weights.items()}
     table = _table(w["src_embed.weight"], w["tgt_embed.weight"], ids)[:, order]
     # Tied, the output is the embedding table; untied, its source part is never used (masked by the bias).
-    output = table if cfg.tie_embeddings else _table(torch.zeros_like(w["src_embed.weight"]), w["output.weight"], ids)[:, order]
+    output = table if cfg.tie_embeddings else _table(torch.zeros_like(w["src_embed.weight"]), w["output.weight"],
+                                                     ids)[:, order]
     out = {"model.shared.weight": table, "model.encoder.embed_tokens.weight": table,
            "model.decoder.embed_tokens.weight": table, "lm_head.weight": output,
            "final_logits_bias": _source_part_masked(ids)}
@@ -152,7 +153,8 @@ def _self_attention(w: dict[str, Tensor], theirs: str, ours: str, order: Tensor)
 def _cross_attention(w: dict[str, Tensor], theirs: str, ours: str, order: Tensor) -> dict[str, Tensor]:
     """Our q_proj reads the decoder's stream, our fused in_proj (K, V) the encoder's: both permuted."""
     d = w[f"{ours}.out_proj.weight"].size(0)
-    out = _writes(w, f"{theirs}.out_proj", f"{ours}.out_proj", order) | _reads(w, f"{theirs}.q_proj", f"{ours}.q_proj", order)
+    out = _writes(w, f"{theirs}.out_proj", f"{ours}.out_proj", order) | _reads(w, f"{theirs}.q_proj", f"{ours}.q_proj",
+                                                                               order)
     out |= _reads(w, f"{theirs}.k_proj", f"{ours}.in_proj", order, slice(0, d))
     out |= _reads(w, f"{theirs}.v_proj", f"{ours}.in_proj", order, slice(d, 2 * d))
     return out
@@ -229,7 +231,8 @@ def _source_with_target_tokens(tokenizers: TokenizerPair, ids: IdSpace):
     if ids.shared:
         return backend
     model = json.loads(backend.to_str())["model"]
-    vocab = dict(model["vocab"]) | {TARGET_MARK + token: ids.target(i) for i, token in enumerate(_tokens(tokenizers.tgt))}
+    vocab = dict(model["vocab"]) | {TARGET_MARK + token: ids.target(i) for i,
+                                    token in enumerate(_tokens(tokenizers.tgt))}
     merges = [tuple(merge.split(" ")) if isinstance(merge, str) else tuple(merge) for merge in model["merges"]]
     backend.model = BPE(vocab=vocab, merges=merges, unk_token=model["unk_token"], fuse_unk=model["fuse_unk"],
                         byte_fallback=model["byte_fallback"], ignore_merges=model["ignore_merges"])

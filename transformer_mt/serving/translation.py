@@ -95,6 +95,7 @@ class Service:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.limits.timeout_s)
         except (asyncio.TimeoutError, DeadlinePassed):
-            raise BadRequest(f"not translated within {self.limits.timeout_s:g} s: the server is overloaded", 503) from None
+            raise BadRequest(f"not translated within {self.limits.timeout_s:g} s: the server is overloaded",
+                             503) from None
         except UserError as err:
             raise BadRequest(str(err)) from None

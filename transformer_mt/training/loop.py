@@ -14,8 +14,14 @@ import torch
 
 from ..batching import Batch, Shapes, collate, epoch_batches
 from ..config import Config
-from ..device import (attention_kernels, pick_device, pick_precision, row_multiple, set_fp32_matmuls,
-                      slow_precision_warning)
+from ..device import (
+    attention_kernels,
+    pick_device,
+    pick_precision,
+    row_multiple,
+    set_fp32_matmuls,
+    slow_precision_warning,
+)
 from ..errors import StoppedByRank0, UserError
 from ..model import Transformer, count_parameters
 from ..run_setup import PreparedRun
