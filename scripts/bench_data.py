@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "transformer_mt" / "corpus" / "tatoeba-en-fr-sample.jsonl.gz"
+SAMPLE = ROOT / "transformer_mt" / "data" / "sample" / "tatoeba-en-fr-sample.jsonl.gz"
 # A tiny model, so that only the data path counts; the tokenizer and the rest as configs/sample.yaml.
 MODEL = ["model.d_model=64", "model.n_heads=2", "model.encoder_layers=1", "model.decoder_layers=1",
          "model.d_ff=128", "tokenizer.vocab_size=8000", "train.precision=fp32", "train.valid_max_sentences=20",
@@ -160,7 +160,7 @@ def first_batch_seconds(code: Path, run_args: list[str]) -> float:
     script = ("import sys, time, json\n"
               "from transformer_mt.config import load_config\n"
               "from transformer_mt.run_setup import set_up_run\n"
-              "from transformer_mt.batching import collate, epoch_batches\n"
+              "from transformer_mt.data.batching import collate, epoch_batches\n"
               "config = load_config('configs/sample.yaml', sys.argv[1:])\n"
               "started = time.perf_counter()\n"
               "prepared = set_up_run(config, log=lambda *_: None)\n"
@@ -216,11 +216,11 @@ import json, sys, time
 from pathlib import Path
 import numpy as np
 from transformer_mt.config import DataConfig, TokenizerConfig
-from transformer_mt.data import clean_pair, iter_pairs
-from transformer_mt.preparation import CHUNK, _batched
-from transformer_mt.splitting import source_hashes
-from transformer_mt.store import encode_texts
-from transformer_mt.tokenizer import Tokenizer
+from transformer_mt.data.corpus import clean_pair, iter_pairs
+from transformer_mt.data.preparation import CHUNK, _batched
+from transformer_mt.data.splitting import source_hashes
+from transformer_mt.data.store import encode_texts
+from transformer_mt.data.tokenizer import Tokenizer
 corpus, work, way, stage = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 cfg = DataConfig(source="files", files=[corpus])
 tokenizer = Tokenizer.load(work / "bpe.json")
@@ -261,8 +261,8 @@ print(json.dumps(time.perf_counter() - started))
 def compare_with_datasets(corpus: Path, work: Path) -> dict:
     """Seconds and peak memory of each stage, plain chunked streaming against `datasets` end to end."""
     from transformer_mt.config import DataConfig, TokenizerConfig
-    from transformer_mt.data import iter_pairs
-    from transformer_mt.tokenizer import Tokenizer
+    from transformer_mt.data.corpus import iter_pairs
+    from transformer_mt.data.tokenizer import Tokenizer
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

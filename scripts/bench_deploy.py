@@ -31,11 +31,11 @@ from transformer_mt.benchmark.timing import Job, side_by_side
 from transformer_mt.benchmark.workload import Workload
 from transformer_mt.cli import main_guard
 from transformer_mt.config import ModelConfig, load_config
+from transformer_mt.data.tokenizer import PAD
 from transformer_mt.errors import UserError
 from transformer_mt.export.ctranslate2 import save_spec, transformer_spec
 from transformer_mt.export.ctranslate2_folder import require_ctranslate2
 from transformer_mt.malloc import retain_freed_memory
-from transformer_mt.tokenizer import PAD
 
 ROOT = Path(__file__).resolve().parent.parent
 QUANTIZATIONS = ("float32", "int8")

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from transformer_mt.cli import main_guard
-from transformer_mt.data import read_lines
+from transformer_mt.data.corpus import read_lines
 from transformer_mt.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent

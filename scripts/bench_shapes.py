@@ -57,10 +57,10 @@ def main() -> int:
 
     import torch
 
-    from transformer_mt.batching import Shapes
     from transformer_mt.benchmark import shapes as bench
     from transformer_mt.benchmark.suite import cpu_model
     from transformer_mt.config import load_config
+    from transformer_mt.data.batching import Shapes
     from transformer_mt.device import pick_precision, row_multiple
     from transformer_mt.malloc import retain_freed_memory
     from transformer_mt.run_setup import set_up_run

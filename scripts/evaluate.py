@@ -23,7 +23,7 @@ from transformer_mt.cli import (
     output_path,
     writing,
 )
-from transformer_mt.data import read_lines
+from transformer_mt.data.corpus import read_lines
 from transformer_mt.errors import UserError
 from transformer_mt.malloc import retain_freed_memory
 from transformer_mt.metrics import corpus_scores

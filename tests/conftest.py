@@ -10,7 +10,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 import pytest
 import torch
 
-from transformer_mt.data import sample_corpus_path
+from transformer_mt.data.corpus import sample_corpus_path
 
 torch.set_num_threads(1)  # tests use tiny models: threads only add overhead
 

@@ -7,10 +7,10 @@ import torch
 
 from transformer_mt import checkpoint as ckpt
 from transformer_mt.config import Config, ModelConfig, RunConfig, TokenizerConfig, save_config
+from transformer_mt.data.tokenizer import TokenizerPair
 from transformer_mt.errors import UserError
 from transformer_mt.model import Transformer
 from transformer_mt.run_folder import RunPaths
-from transformer_mt.tokenizer import TokenizerPair
 
 
 def tiny_run(root: Path, pairs, joint: bool = True, **model) -> RunPaths:

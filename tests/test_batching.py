@@ -3,10 +3,10 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from transformer_mt.batching import Shapes, collate, epoch_batches, token_batches
 from transformer_mt.config import TokenizerConfig
-from transformer_mt.store import EncodedCorpus, StoreWriter, encode_pairs, encode_texts, open_store, read_manifest
-from transformer_mt.tokenizer import BOS, EOS, PAD, TokenizerPair
+from transformer_mt.data.batching import Shapes, collate, epoch_batches, token_batches
+from transformer_mt.data.store import EncodedCorpus, StoreWriter, encode_pairs, encode_texts, open_store, read_manifest
+from transformer_mt.data.tokenizer import BOS, EOS, PAD, TokenizerPair
 
 
 @pytest.fixture(scope="module")

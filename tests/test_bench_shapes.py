@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from tests.test_training_step import ragged_corpus
-from transformer_mt.batching import Shapes, collate
 from transformer_mt.benchmark.shapes import (
     BatchShape,
     cache_builds,
@@ -22,8 +21,9 @@ from transformer_mt.benchmark.shapes import (
 )
 from transformer_mt.benchmark.timing import Job
 from transformer_mt.config import ModelConfig, TrainConfig
+from transformer_mt.data.batching import Shapes, collate
+from transformer_mt.data.tokenizer import PAD
 from transformer_mt.model import Transformer
-from transformer_mt.tokenizer import PAD
 
 ROOT = Path(__file__).resolve().parent.parent
 

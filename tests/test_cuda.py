@@ -15,15 +15,15 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tests.test_model import naive_attention, tiny, tokens
 from tests.trainer_helpers import small_config, small_corpus
-from transformer_mt.batching import collate, pad_batch
 from transformer_mt.benchmark.processes import run_bounded
 from transformer_mt.config import DecodeConfig, ModelConfig
+from transformer_mt.data.batching import collate, pad_batch
+from transformer_mt.data.tokenizer import EOS
 from transformer_mt.device import attention_kernels_chosen
 from transformer_mt.model import attend
 from transformer_mt.run_folder import open_run
 from transformer_mt.run_setup import set_up_run
 from transformer_mt.search import beam_search, greedy
-from transformer_mt.tokenizer import EOS
 from transformer_mt.training.loop import Trainer
 from transformer_mt.training.objective import smoothed_loss
 from transformer_mt.translator import Translator

@@ -6,9 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import write_jsonl
-from transformer_mt import data
 from transformer_mt.config import DataConfig
-from transformer_mt.data import BadLines, DataError, clean_pair, iter_pairs, normalise
+from transformer_mt.data import corpus
+from transformer_mt.data.corpus import BadLines, DataError, clean_pair, iter_pairs, normalise
 
 
 def load_pairs(cfg, bad=None):
@@ -34,7 +34,7 @@ def test_hub_path_loads_opus_books_schema_from_a_local_dataset(tmp_path, sample_
 
 def test_unreachable_hub_fails_fast_with_one_clear_message(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing cached
-    monkeypatch.setattr(data, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(corpus, "_hub_reachable", lambda timeout=3.0: False)
     started = time.monotonic()
     with pytest.raises(DataError, match="cannot reach the Hugging Face hub.*configs/sample.yaml"):
         load_pairs(DataConfig(source="hub", dataset="Helsinki-NLP/opus_books-not-cached-here"))

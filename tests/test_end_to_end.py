@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from tests.conftest import write_jsonl
-from transformer_mt.store import open_store, read_manifest
-from transformer_mt.tokenizer import EOS, Tokenizer
+from transformer_mt.data.store import open_store, read_manifest
+from transformer_mt.data.tokenizer import EOS, Tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
@@ -354,7 +354,7 @@ def test_the_fp32_export_decodes_as_the_pytorch_model_does(trained, export, beam
     the training pairs it reproduces, which end in EOS (at the length limit, where ours forces EOS,
     CTranslate2 scores the token it chose instead)."""
 
-    from transformer_mt.data import read_split
+    from transformer_mt.data.corpus import read_split
     from transformer_mt.exported import ExportedTranslator
     from transformer_mt.run_folder import open_run
     from transformer_mt.translator import Translator
@@ -433,7 +433,7 @@ def test_the_transformers_export_generates_what_the_pytorch_model_translates(tra
     shares (its length^p, EOS counted); ours per-sentence length limit as max_new_tokens."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from transformer_mt.data import read_split
+    from transformer_mt.data.corpus import read_split
     from transformer_mt.run_folder import open_run
     from transformer_mt.translator import Translator
 

@@ -7,12 +7,13 @@ import pytest
 
 from tests.conftest import write_jsonl
 from tests.trainer_helpers import small_config
-from transformer_mt import data, preparation
-from transformer_mt.data import DataError, clean_pair
+from transformer_mt.data import corpus as corpus_module
+from transformer_mt.data import preparation
+from transformer_mt.data.corpus import DataError, clean_pair
+from transformer_mt.data.splitting import Cuts, Selection, source_hashes
+from transformer_mt.data.store import read_manifest
 from transformer_mt.run_folder import RunPaths
 from transformer_mt.run_setup import set_up_run
-from transformer_mt.splitting import Cuts, Selection, source_hashes
-from transformer_mt.store import read_manifest
 
 QUIET = dict(log=lambda *_: None)
 
@@ -31,7 +32,7 @@ def config_for(tmp_path, corpus_file, name="p", **data_options):
 
 
 def splits_of(run: RunPaths):
-    return {name: data.read_split(*run.split_files(name, "en", "fr")) for name in ("valid", "test")}
+    return {name: corpus_module.read_split(*run.split_files(name, "en", "fr")) for name in ("valid", "test")}
 
 
 def stored_pairs(prepared):
@@ -129,7 +130,7 @@ def test_a_rerun_reuses_the_prepared_corpus_without_reading_the_text(tmp_path, c
     config = config_for(tmp_path, path)
     first = set_up_run(config, **QUIET)
     stamp = (first.run.store / "manifest.json").stat().st_mtime_ns
-    monkeypatch.setattr(data, "iter_pairs", lambda *a, **k: pytest.fail("the corpus was read again"))
+    monkeypatch.setattr(corpus_module, "iter_pairs", lambda *a, **k: pytest.fail("the corpus was read again"))
     again = set_up_run(replace(config, model=replace(config.model, d_model=48)), **QUIET)  # another model: fine
     assert (again.run.store / "manifest.json").stat().st_mtime_ns == stamp and again.corpus_key == first.corpus_key
     assert "d_model: 48" in again.run.config.read_text()

@@ -3,7 +3,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from transformer_mt.splitting import TEST, TRAIN, VALID, Cuts, Selection, SmallestDistinct, Subset, source_hashes
+from transformer_mt.data.splitting import TEST, TRAIN, VALID, Cuts, Selection, SmallestDistinct, Subset, source_hashes
 
 
 def test_source_hashes_are_keyed_blake2b_and_depend_on_the_seed():

@@ -1,6 +1,6 @@
 from transformer_mt.config import TokenizerConfig
-from transformer_mt.data import normalise
-from transformer_mt.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, TokenizerPair
+from transformer_mt.data.corpus import normalise
+from transformer_mt.data.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, TokenizerPair
 
 
 def test_round_trip_is_exact_including_special_spaces(sample_pairs, tmp_path):
@@ -45,7 +45,7 @@ def test_the_smallest_vocabulary_the_config_allows_is_the_untrained_one(sample_p
 
 
 def test_source_ids_cut_so_that_eos_keeps_a_position():
-    from transformer_mt.tokenizer import source_ids
+    from transformer_mt.data.tokenizer import source_ids
 
     assert source_ids([7, 8, 9], 5) == [7, 8, 9, EOS]  # fits: nothing cut
     assert source_ids([7, 8, 9, 10], 5) == [7, 8, 9, 10, EOS]  # exactly the model's 5 positions

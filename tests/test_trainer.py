@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transformer_mt.tokenizer import PAD
+from transformer_mt.data.tokenizer import PAD
 from transformer_mt.training.objective import adam, noam_lambda, smoothed_loss
 
 

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from tests.trainer_helpers import small_config, small_corpus
 from transformer_mt import checkpoint as checkpoint_module
 from transformer_mt import run_setup as run_setup_module
-from transformer_mt.batching import collate
+from transformer_mt.data.batching import collate
 from transformer_mt.errors import StoppedByRank0, UserError
 from transformer_mt.run_setup import set_up_run, set_up_run_on_every_rank
 from transformer_mt.training import step as step_module
@@ -208,7 +208,7 @@ def _ddp_worker(rank: int, world_size: int, config, port: int, out: str) -> None
 def _slow_preparation_worker(rank: int, world_size: int, config, port: int, out: str) -> None:
     """Rank 0 prepares for longer than the process group's collective timeout (5 s: short, but above
     what rank 0's validation may take on a loaded machine while rank 1 waits in the save's collective)."""
-    from transformer_mt import preparation
+    from transformer_mt.data import preparation
 
     real = preparation.prepare_corpus
 

@@ -6,11 +6,11 @@ import torch.distributed as dist
 
 from tests.test_model import tiny, tokens
 from tests.trainer_helpers import small_config, small_corpus
-from transformer_mt.batching import Batch
 from transformer_mt.config import TrainConfig
+from transformer_mt.data.batching import Batch
+from transformer_mt.data.tokenizer import BOS, EOS
 from transformer_mt.device import attention_kernels, autocast
 from transformer_mt.run_setup import set_up_run
-from transformer_mt.tokenizer import BOS, EOS
 from transformer_mt.training import step as step_module
 from transformer_mt.training.distributed import Distributed
 from transformer_mt.training.loop import Trainer, prepared_ahead
@@ -170,7 +170,7 @@ def ragged_corpus(pairs: int = 12, seed: int = 0):
     """Pairs of random lengths (3 to 13 tokens a side) over tiny()'s vocabulary."""
     import numpy as np
 
-    from transformer_mt.store import EncodedCorpus
+    from transformer_mt.data.store import EncodedCorpus
     rng = np.random.default_rng(seed)
     sides = []
     for _ in range(2):
@@ -185,7 +185,7 @@ def test_rounded_shapes_give_the_same_loss_and_gradients(precision):
     gradients (up to summation order) as the unrounded batch."""
     import numpy as np
 
-    from transformer_mt.batching import Shapes, collate
+    from transformer_mt.data.batching import Shapes, collate
     from transformer_mt.training.objective import smoothed_loss
     corpus, indices = ragged_corpus(), np.arange(12)
     grads, losses = [], []

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from tests.conftest import write_jsonl
 from transformer_mt.config import Config, DataConfig, ModelConfig, RunConfig, TokenizerConfig, TrainConfig
-from transformer_mt.data import sample_corpus_path
+from transformer_mt.data.corpus import sample_corpus_path
 
 
 def small_corpus(path: Path, count: int = 400) -> Path:

@@ -10,9 +10,9 @@ import importlib.util
 import torch
 
 from .config import DecodeConfig
+from .data.tokenizer import BOS, EOS, TokenizerPair, source_ids
 from .model import Transformer
 from .search import greedy
-from .tokenizer import BOS, EOS, TokenizerPair, source_ids
 
 
 def figures_available() -> bool:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig
-from .tokenizer import PAD
+from .data.tokenizer import PAD
 
 
 def sinusoidal_positions(length: int, d_model: int) -> Tensor:

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch.distributed
 
-from . import data
 from .config import Config, from_dict, save_config
-from .data import Pair
+from .data import corpus
+from .data.corpus import Pair
+from .data.preparation import inputs_fingerprint, prepare_corpus
+from .data.store import EncodedCorpus, open_store, read_manifest
+from .data.tokenizer import TokenizerPair
 from .errors import StoppedByRank0, UserError
-from .preparation import inputs_fingerprint, prepare_corpus
 from .run_folder import RunPaths
-from .store import EncodedCorpus, open_store, read_manifest
-from .tokenizer import TokenizerPair
 
 
 @dataclass
@@ -91,7 +91,7 @@ def set_up_run_on_every_rank(config: Config, rank: int, world_size: int, poll_se
 
 def _prepare_new(run: RunPaths, config: Config, log) -> None:
     if config.data.source != "hub":
-        data.corpus_files(config.data)  # a missing corpus file is an error before any folder is made
+        corpus.corpus_files(config.data)  # a missing corpus file is an error before any folder is made
     log(f"preparing the corpus ({_describe(config)})")
     if run.root.exists():  # a folder from a run that never reached its first checkpoint
         shutil.rmtree(run.root)
@@ -121,7 +121,7 @@ def _open(run: RunPaths, config: Config) -> PreparedRun:
     if manifest is None:
         raise UserError(f"the prepared corpus in {run.store} is missing or incomplete")
     tokenizers = TokenizerPair.load(run.src_tokenizer, run.tgt_tokenizer, config.tokenizer.joint)
-    valid = data.read_split(*run.split_files("valid", config.data.src_lang, config.data.tgt_lang))
+    valid = corpus.read_split(*run.split_files("valid", config.data.src_lang, config.data.tgt_lang))
     return PreparedRun(run, tokenizers, open_store(run.store, manifest), valid, manifest.key, run.has_checkpoints())
 
 

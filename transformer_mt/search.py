@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 
 from .config import DecodeConfig
+from .data.tokenizer import BOS, EOS, PAD
 from .model import DecoderCache
 from .search_rules import Hypothesis, length_penalty, output_limit
-from .tokenizer import BOS, EOS, PAD
 
 
 def max_lengths(src: Tensor, a: float, b: int, limit: int) -> Tensor:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import DecodeConfig
+from .data.tokenizer import TokenizerPair, source_ids
 from .errors import UserError
 from .search_rules import Hypothesis
-from .tokenizer import TokenizerPair, source_ids
 
 
 @dataclass

@@ -12,15 +12,15 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .batching import pad_batch
 from .config import Config, DecodeConfig, from_dict
+from .data.batching import pad_batch
+from .data.tokenizer import TokenizerPair
 from .device import DTYPES, attention_kernels, pick_device, slow_precision_warning
 from .model import Transformer
 from .run_folder import RunPaths, find_checkpoint
 from .search import beam_search, greedy
 from .search_rules import Hypothesis
 from .text_translator import TextTranslator
-from .tokenizer import TokenizerPair
 
 
 class Translator(TextTranslator):

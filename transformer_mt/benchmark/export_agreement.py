@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import read_lines
+from ..data.corpus import read_lines
 from ..metrics import corpus_scores
 from ..translator import Translator
 

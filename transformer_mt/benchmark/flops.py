@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from ..batching import Batch
 from ..config import ModelConfig
-from ..tokenizer import PAD
+from ..data.batching import Batch
+from ..data.tokenizer import PAD
 
 
 def training_flops_per_token(cfg: ModelConfig, vocab: int, src_len: float, tgt_len: float) -> float:

@@ -286,7 +286,7 @@ class VariantError(StageError):
 def training_overrides(runs: Path, options: CheckOptions, backends: list[str] | None) -> list[str]:
     """configs/base.yaml (or tiny.yaml) on the embedded sample for --minutes: no periodic checkpoint
     (each of Transformer-base's is 0.7 GB, fsynced), no early end, the attention kernels named."""
-    from transformer_mt.data import sample_corpus_path
+    from transformer_mt.data.corpus import sample_corpus_path
 
     overrides = [f"run.root={runs}", "run.name=check", "data.source=files", f"data.files=[{sample_corpus_path()}]",
                  f"train.device={options.device}", f"train.max_minutes={options.minutes}", "train.max_steps=null",
@@ -308,8 +308,8 @@ def training_figures(events: Path, run: Path, measured_tflops: float | None, dat
 
     from transformer_mt.benchmark.flops import training_flops_per_token
     from transformer_mt.config import load_config
-    from transformer_mt.store import open_store, read_manifest
-    from transformer_mt.tokenizer import Tokenizer
+    from transformer_mt.data.store import open_store, read_manifest
+    from transformer_mt.data.tokenizer import Tokenizer
 
     accumulated = EventAccumulator(str(events)).Reload()
     scalars = {tag: [(e.step, e.value) for e in accumulated.Scalars(tag)] for tag in accumulated.Tags()["scalars"]}

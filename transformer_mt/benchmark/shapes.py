@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..batching import Shapes, collate, epoch_batches
 from ..config import ModelConfig, TrainConfig
+from ..data.batching import Shapes, collate, epoch_batches
+from ..data.store import EncodedCorpus
 from ..device import attention_kernels
 from ..model import Transformer
-from ..store import EncodedCorpus
 from ..training.distributed import Distributed
 from ..training.step import Updater
 from .timing import GEMM_OPS, Job, side_by_side

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from ..batching import Batch, padding_share
+from ..data.batching import Batch, padding_share
+from ..data.tokenizer import PAD
 from ..device import DTYPES, cpu_supports_bf16, slow_precision_warning
 from ..errors import UserError
-from ..tokenizer import PAD
 from .flops import decoding_flops, source_pad_gemm_share, training_flops_per_token
 from .records import (
     HF_BATCHING,

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..batching import Batch
 from ..config import DecodeConfig, ModelConfig
+from ..data.batching import Batch
+from ..data.tokenizer import BOS, EOS, PAD
 from ..device import DTYPES, attention_kernels, autocast
 from ..errors import UserError
 from ..model import DecoderCache, LayerCache, Transformer
 from ..search import beam_search, greedy
-from ..tokenizer import BOS, EOS, PAD
 from ..training.objective import adam, smoothed_loss
 from .records import OURS, PEER, UNCACHED
 from .timing import Job, sync

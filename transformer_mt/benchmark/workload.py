@@ -6,11 +6,11 @@ import tempfile
 
 import torch
 
-from ..batching import Batch, collate, epoch_batches, pad_batch, padding_share, token_batches
 from ..config import Config, DataConfig, ModelConfig, RunConfig, TokenizerConfig
-from ..data import read_split
+from ..data.batching import Batch, collate, epoch_batches, pad_batch, padding_share, token_batches
+from ..data.corpus import read_split
+from ..data.tokenizer import source_ids
 from ..run_setup import set_up_run
-from ..tokenizer import source_ids
 from .records import Padding
 
 

@@ -14,9 +14,9 @@ import torch
 
 from .. import checkpoint as ckpt
 from ..config import Config, from_dict
+from ..data.tokenizer import TokenizerPair
 from ..errors import UserError
 from ..run_folder import RunPaths
-from ..tokenizer import TokenizerPair
 
 
 @dataclass

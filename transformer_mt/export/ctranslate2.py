@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from ..config import ModelConfig
+from ..data.tokenizer import BOS, EOS, SPECIALS, UNK
 from ..errors import UserError
 from ..model import sinusoidal_positions
 from ..run_folder import RunPaths
-from ..tokenizer import BOS, EOS, SPECIALS, UNK
 from .common import Trained, check_output, staged
 from .ctranslate2_folder import META, SRC_TOKENIZER, TGT_TOKENIZER, ExportMeta, require_ctranslate2, vocabulary
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import DecodeConfig
+from ..data.tokenizer import Tokenizer
 from ..errors import UserError
-from ..tokenizer import Tokenizer
 
 FORMAT = 1
 META = "transformer_mt.json"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import DataConfig
-from ..data import read_lines
+from ..data.corpus import read_lines
 from ..metrics import corpus_scores
 from ..run_folder import RunPaths
 from .common import Trained

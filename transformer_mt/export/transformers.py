@@ -34,11 +34,11 @@ import torch
 from torch import Tensor
 
 from ..config import DecodeConfig, ModelConfig
-from ..data import read_lines
+from ..data.corpus import read_lines
+from ..data.tokenizer import BOS, EOS, PAD, SPECIALS, Tokenizer, TokenizerPair
 from ..errors import UserError
 from ..model import sinusoidal_positions
 from ..run_folder import RunPaths
-from ..tokenizer import BOS, EOS, PAD, SPECIALS, Tokenizer, TokenizerPair
 from .common import Trained, check_output, staged
 from .model_card import Evaluation, evaluate_test_split, model_card
 

@@ -12,8 +12,8 @@ from typing import TypeVar
 
 import torch
 
-from ..batching import Batch, Shapes, collate, epoch_batches
 from ..config import Config
+from ..data.batching import Batch, Shapes, collate, epoch_batches
 from ..device import (
     attention_kernels,
     pick_device,

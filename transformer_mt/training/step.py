@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..batching import Batch, padding_share
 from ..config import TrainConfig
+from ..data.batching import Batch, padding_share
+from ..data.tokenizer import PAD
 from ..device import autocast
-from ..tokenizer import PAD
 from .distributed import Distributed
 from .objective import adam, noam_lambda, smoothed_loss
 

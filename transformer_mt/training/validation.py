@@ -7,14 +7,14 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..batching import collate, token_batches
 from ..config import Config
+from ..data.batching import collate, token_batches
+from ..data.store import encode_pairs
 from ..device import autocast
 from ..metrics import corpus_scores
 from ..model import Transformer
 from ..run_setup import PreparedRun
 from ..search import greedy
-from ..store import encode_pairs
 from .objective import smoothed_loss
 from .state import TrainState
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .config import DataConfig
-from .errors import UserError
+from ..config import DataConfig
+from ..errors import UserError
 
 SAMPLE_CORPUS = "tatoeba-en-fr-sample.jsonl.gz"
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
@@ -38,7 +38,7 @@ def normalise(text: str) -> str:
 
 
 def sample_corpus_path() -> Path:
-    return Path(__file__).parent / "corpus" / SAMPLE_CORPUS
+    return Path(__file__).parent / "sample" / SAMPLE_CORPUS
 
 
 @dataclass

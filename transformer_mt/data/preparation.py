@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import data
-from .config import Config, DataConfig
-from .data import BadLines, DataError, Pair
-from .run_folder import RunPaths
+from ..config import Config, DataConfig
+from ..run_folder import RunPaths
+from . import corpus
+from .corpus import BadLines, DataError, Pair
 from .splitting import TEST, VALID, Cuts, Selection, SmallestDistinct, Subset, hash_file, source_hashes
 from .store import FORMAT, Manifest, StoreWriter, encode_texts, id_dtype
 from .tokenizer import TokenizerPair
@@ -49,7 +49,7 @@ def _corpus_identity(cfg: DataConfig) -> list:
         folder = Path(cfg.dataset)  # a local dataset folder, or a hub name
         files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
         return [cfg.dataset, cfg.dataset_config, cfg.revision, *map(_file_identity, files)]
-    return [_file_identity(path) for path in data.corpus_files(cfg)]
+    return [_file_identity(path) for path in corpus.corpus_files(cfg)]
 
 
 def _file_identity(path: Path) -> list:
@@ -67,7 +67,7 @@ def prepare_corpus(config: Config, run: RunPaths, tokenizers: TokenizerPair | No
     scan = _scan(config.data, work, log)
     langs = (config.data.src_lang, config.data.tgt_lang)
     for split, name in ((VALID, "valid"), (TEST, "test")):
-        data.write_split([pair for s, pair in scan.heldout if s == split], *run.split_files(name, *langs))
+        corpus.write_split([pair for s, pair in scan.heldout if s == split], *run.split_files(name, *langs))
     max_pairs = config.data.max_pairs
     subset = Subset.find(hash_file(work / "clean.hash"), scan.cuts.test_max, max_pairs) if max_pairs else None
     selection = Selection(scan.cuts, subset)
@@ -114,8 +114,8 @@ def _scan(cfg: DataConfig, work: Path, log: Log) -> _Scan:
     with open(work / "clean.src", "w", encoding="utf-8") as src_out, \
             open(work / "clean.tgt", "w", encoding="utf-8") as tgt_out, open(work / "clean.hash", "wb") as hash_out, \
             _progress("reading", None) as progress:
-        for chunk in _batched(data.iter_pairs(cfg, bad), CHUNK):
-            cleaned = [pair for pair in (data.clean_pair(s, t, cfg) for s, t in chunk) if pair is not None]
+        for chunk in _batched(corpus.iter_pairs(cfg, bad), CHUNK):
+            cleaned = [pair for pair in (corpus.clean_pair(s, t, cfg) for s, t in chunk) if pair is not None]
             hashes = source_hashes([s for s, _ in cleaned], cfg.seed)
             src_out.write("".join(s + "\n" for s, _ in cleaned))
             tgt_out.write("".join(t + "\n" for _, t in cleaned))

@@ -10,8 +10,8 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 
-from .config import TokenizerConfig
-from .errors import UserError
+from ..config import TokenizerConfig
+from ..errors import UserError
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]  # ids 0..3, in this order
