@@ -29,8 +29,8 @@ def main() -> int:
                         f"fewer than --last {args.last}")
     output = output_path("--output", args.output) if args.output else run.checkpoints / "averaged.pt"
     # PyTorch loads (seconds) only once the flags are known to be good.
-    from transformer_mt import checkpoint as ckpt
-    from transformer_mt.averaging import average_checkpoints
+    from transformer_mt.model import checkpoint as ckpt
+    from transformer_mt.model.averaging import average_checkpoints
 
     _check_output(output)
     averaged = average_checkpoints(paths)
@@ -43,7 +43,7 @@ def main() -> int:
 
 def _check_output(output: Path) -> None:
     """Replace only an earlier average: never a run's last.pt (its training state), best.pt or anything else."""
-    from transformer_mt import checkpoint as ckpt
+    from transformer_mt.model import checkpoint as ckpt
 
     if not output.exists():
         return

@@ -32,9 +32,9 @@ from transformer_mt.benchmark.workload import Workload
 from transformer_mt.cli import main_guard
 from transformer_mt.config import ModelConfig, load_config
 from transformer_mt.data.tokenizer import PAD
+from transformer_mt.decoding.ctranslate2_folder import require_ctranslate2
 from transformer_mt.errors import UserError
 from transformer_mt.export.ctranslate2 import save_spec, transformer_spec
-from transformer_mt.export.ctranslate2_folder import require_ctranslate2
 from transformer_mt.malloc import retain_freed_memory
 
 ROOT = Path(__file__).resolve().parent.parent

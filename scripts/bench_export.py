@@ -19,9 +19,9 @@ import torch
 from transformer_mt.benchmark.export_agreement import measure, test_split
 from transformer_mt.benchmark.suite import cpu_model
 from transformer_mt.cli import main_guard
+from transformer_mt.decoding.pytorch import Translator
 from transformer_mt.errors import UserError
 from transformer_mt.run_folder import open_run
-from transformer_mt.translator import Translator
 
 
 def main() -> int:

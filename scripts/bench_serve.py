@@ -73,8 +73,8 @@ def single_sentences(run: Path, given: str | None) -> list[str]:
 
 def backends(run: Path, model: str | None, threads: int) -> list:
     from transformer_mt.benchmark.serving import Backend
-    from transformer_mt.exported import ExportedTranslator
-    from transformer_mt.translator import Translator
+    from transformer_mt.decoding.ctranslate2 import ExportedTranslator
+    from transformer_mt.decoding.pytorch import Translator
 
     found = []
     if model != "none":
@@ -89,7 +89,7 @@ def backends(run: Path, model: str | None, threads: int) -> list:
 
 
 def _quantization(folder: Path) -> str:
-    from transformer_mt.export.ctranslate2_folder import read_meta
+    from transformer_mt.decoding.ctranslate2_folder import read_meta
 
     return read_meta(folder).quantization
 

@@ -61,8 +61,8 @@ def main() -> int:
     from transformer_mt.benchmark.suite import cpu_model
     from transformer_mt.config import load_config
     from transformer_mt.data.batching import Shapes
-    from transformer_mt.device import pick_precision, row_multiple
     from transformer_mt.malloc import retain_freed_memory
+    from transformer_mt.model.device import pick_precision, row_multiple
     from transformer_mt.run_setup import set_up_run
 
     retain_freed_memory()
@@ -111,7 +111,7 @@ def bench_training_turns(smoke: bool):
     from transformer_mt.benchmark.systems import ours, peer
     from transformer_mt.benchmark.timing import MatmulPeak
     from transformer_mt.benchmark.workload import Workload
-    from transformer_mt.device import DTYPES
+    from transformer_mt.model.device import DTYPES
 
     device = torch.device("cpu")
     work, sizes = Workload(smoke, device), Sizes.of(smoke, device)

@@ -24,10 +24,10 @@ from transformer_mt.cli import (
     writing,
 )
 from transformer_mt.data.corpus import read_lines
+from transformer_mt.decoding.scores import corpus_scores
+from transformer_mt.decoding.translator import TextTranslator
 from transformer_mt.errors import UserError
 from transformer_mt.malloc import retain_freed_memory
-from transformer_mt.metrics import corpus_scores
-from transformer_mt.text_translator import TextTranslator
 
 
 def main() -> int:

@@ -15,8 +15,8 @@ import argparse
 from pathlib import Path
 
 from transformer_mt.cli import main_guard
+from transformer_mt.decoding.ctranslate2_folder import QUANTIZATIONS
 from transformer_mt.errors import UserError
-from transformer_mt.export.ctranslate2_folder import QUANTIZATIONS
 from transformer_mt.run_folder import latest_run, open_run
 
 

@@ -23,7 +23,7 @@ def main() -> int:
     # PyTorch loads (seconds) only once the config is known to be good, so a typo is answered at once.
     import torch
 
-    from transformer_mt.device import pick_device, pick_precision
+    from transformer_mt.model.device import pick_device, pick_precision
     from transformer_mt.run_setup import set_up_run_on_every_rank
     from transformer_mt.training.distributed import Distributed
     from transformer_mt.training.loop import Trainer

@@ -29,7 +29,7 @@ from transformer_mt.errors import UserError
 from transformer_mt.malloc import retain_freed_memory
 
 if TYPE_CHECKING:  # translating with an export never loads PyTorch, which translator.py imports
-    from transformer_mt.translator import Translator
+    from transformer_mt.decoding.pytorch import Translator
 
 
 def main() -> int:
@@ -68,7 +68,7 @@ def main() -> int:
 def _attention_path(value: str) -> Path:
     """Checked before the model loads. matplotlib picks the format from the extension and adds .png to
     a name without one, which would write a file the user did not name."""
-    from transformer_mt.attention import figures_available
+    from transformer_mt.decoding.heatmaps import figures_available
 
     if not figures_available():
         raise UserError("--attention needs matplotlib: pip install -e '.[plot]'")
@@ -81,7 +81,7 @@ def _attention_path(value: str) -> Path:
 
 
 def _save_attention(translator: Translator, sentences: list[str], path: Path) -> None:
-    from transformer_mt.attention import cross_attention_figure
+    from transformer_mt.decoding.heatmaps import cross_attention_figure
 
     if len(sentences) != 1 or not sentences[0].strip():
         raise UserError("--attention takes exactly one non-empty sentence")

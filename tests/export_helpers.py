@@ -5,11 +5,11 @@ from typing import Callable
 import pytest
 import torch
 
-from transformer_mt import checkpoint as ckpt
 from transformer_mt.config import Config, ModelConfig, RunConfig, TokenizerConfig, save_config
 from transformer_mt.data.tokenizer import TokenizerPair
 from transformer_mt.errors import UserError
-from transformer_mt.model import Transformer
+from transformer_mt.model import checkpoint as ckpt
+from transformer_mt.model.transformer import Transformer
 from transformer_mt.run_folder import RunPaths
 
 

@@ -11,9 +11,9 @@ from transformer_mt.benchmark import flops, records, suite, systems, timing
 from transformer_mt.config import DecodeConfig, ModelConfig
 from transformer_mt.data.batching import Batch
 from transformer_mt.data.tokenizer import EOS, PAD
+from transformer_mt.decoding.search import beam_search, greedy
 from transformer_mt.errors import UserError
-from transformer_mt.model import Transformer
-from transformer_mt.search import beam_search, greedy
+from transformer_mt.model.transformer import Transformer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -23,7 +23,7 @@ from transformer_mt.benchmark.timing import Job
 from transformer_mt.config import ModelConfig, TrainConfig
 from transformer_mt.data.batching import Shapes, collate
 from transformer_mt.data.tokenizer import PAD
-from transformer_mt.model import Transformer
+from transformer_mt.model.transformer import Transformer
 
 ROOT = Path(__file__).resolve().parent.parent
 

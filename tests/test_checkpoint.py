@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from transformer_mt import checkpoint as ckpt
+from transformer_mt.model import checkpoint as ckpt
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):

@@ -19,14 +19,14 @@ from transformer_mt.benchmark.processes import run_bounded
 from transformer_mt.config import DecodeConfig, ModelConfig
 from transformer_mt.data.batching import collate, pad_batch
 from transformer_mt.data.tokenizer import EOS
-from transformer_mt.device import attention_kernels_chosen
-from transformer_mt.model import attend
+from transformer_mt.decoding.pytorch import Translator
+from transformer_mt.decoding.search import beam_search, greedy
+from transformer_mt.model.device import attention_kernels_chosen
+from transformer_mt.model.transformer import attend
 from transformer_mt.run_folder import open_run
 from transformer_mt.run_setup import set_up_run
-from transformer_mt.search import beam_search, greedy
 from transformer_mt.training.loop import Trainer
 from transformer_mt.training.objective import smoothed_loss
-from transformer_mt.translator import Translator
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from transformer_mt import device
 from transformer_mt.errors import UserError
+from transformer_mt.model import device
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -33,7 +33,7 @@ def test_fp16_training_on_cpu_is_a_user_error():
 
 
 def test_the_encoder_rows_are_rounded_by_default_only_for_bf16_on_cpu():
-    from transformer_mt.device import row_multiple
+    from transformer_mt.model.device import row_multiple
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert row_multiple(None, cpu, "bf16") == 32
     assert row_multiple(None, cpu, "fp32") == row_multiple(None, cuda, "bf16") == 1

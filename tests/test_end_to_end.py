@@ -206,8 +206,8 @@ def test_evaluate_refuses_an_empty_source_file(trained, tmp_path):
 
 
 def test_translation_batches_default_to_the_runs_decode_batch_size(trained, monkeypatch):
+    from transformer_mt.decoding.pytorch import Translator
     from transformer_mt.run_folder import open_run
-    from transformer_mt.translator import Translator
     translator = Translator(open_run(trained[1]), device="cpu")
     translator.config.decode.batch_size = 2
     sizes, search = [], translator._search
@@ -317,8 +317,8 @@ def test_a_bad_attention_path_fails_before_the_model_loads(tmp_path, name, messa
 
 
 def test_bf16_decoding_casts_the_weights_and_keeps_the_translations(trained):
+    from transformer_mt.decoding.pytorch import Translator
     from transformer_mt.run_folder import open_run
-    from transformer_mt.translator import Translator
     _, run, _, train_pairs = trained
     sources = [en for en, _ in train_pairs[:40]]
     fp32, bf16 = (Translator(open_run(run), device="cpu", precision=p) for p in ("fp32", "bf16"))
@@ -330,9 +330,9 @@ def test_bf16_decoding_casts_the_weights_and_keeps_the_translations(trained):
 
 
 def test_bf16_decoding_on_a_cpu_without_bf16_warns_once(trained, monkeypatch, capsys):
-    from transformer_mt import device
+    from transformer_mt.decoding.pytorch import Translator
+    from transformer_mt.model import device
     from transformer_mt.run_folder import open_run
-    from transformer_mt.translator import Translator
     monkeypatch.setattr(device, "cpu_supports_bf16", lambda: False)
     Translator(open_run(trained[1]), device="cpu", precision="bf16")
     assert capsys.readouterr().err.count("warning: bf16 on this CPU is emulated") == 1
@@ -355,9 +355,9 @@ def test_the_fp32_export_decodes_as_the_pytorch_model_does(trained, export, beam
     CTranslate2 scores the token it chose instead)."""
 
     from transformer_mt.data.corpus import read_split
-    from transformer_mt.exported import ExportedTranslator
+    from transformer_mt.decoding.ctranslate2 import ExportedTranslator
+    from transformer_mt.decoding.pytorch import Translator
     from transformer_mt.run_folder import open_run
-    from transformer_mt.translator import Translator
 
     _, run, _, train_pairs = trained
     ours, theirs = Translator(open_run(run), device="cpu"), ExportedTranslator(export, "cpu", threads=1)
@@ -434,8 +434,8 @@ def test_the_transformers_export_generates_what_the_pytorch_model_translates(tra
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     from transformer_mt.data.corpus import read_split
+    from transformer_mt.decoding.pytorch import Translator
     from transformer_mt.run_folder import open_run
-    from transformer_mt.translator import Translator
 
     _, run, _, train_pairs = trained
     ours = Translator(open_run(run), device="cpu")
@@ -466,8 +466,8 @@ def test_the_model_cards_snippet_translates_with_transformers_alone(trained, hf_
     from huggingface_hub import ModelCard
     from transformers import GenerationConfig
 
+    from transformer_mt.decoding.pytorch import Translator
     from transformer_mt.run_folder import open_run
-    from transformer_mt.translator import Translator
 
     snippet = ModelCard.load(hf_export / "README.md").text.split("```python\n")[1].split("```")[0]
     blocked = 'import sys; sys.modules["transformer_mt"] = None  # any import of it fails\n'

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from tests.export_helpers import check_force_and_failure, tiny_run
 from transformer_mt.config import Config
 from transformer_mt.data.tokenizer import BOS, EOS
+from transformer_mt.decoding.ctranslate2 import ExportedTranslator
+from transformer_mt.decoding.ctranslate2_folder import META, read_meta, require_ctranslate2, vocabulary
+from transformer_mt.decoding.pytorch import Translator
 from transformer_mt.errors import UserError
 from transformer_mt.export.ctranslate2 import export_ctranslate2
-from transformer_mt.export.ctranslate2_folder import META, read_meta, require_ctranslate2, vocabulary
-from transformer_mt.exported import ExportedTranslator
-from transformer_mt.translator import Translator
 
 SHAPES = {
     "pre-norm, joint, tied": dict(),

@@ -13,11 +13,11 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 from tests.export_helpers import check_force_and_failure, tiny_run
 from transformer_mt.config import DecodeConfig
 from transformer_mt.data.tokenizer import BOS, EOS, PAD, source_ids
+from transformer_mt.decoding.pytorch import Translator
+from transformer_mt.decoding.search import greedy
 from transformer_mt.errors import UserError
 from transformer_mt.export import transformers as hfx
 from transformer_mt.export.transformers import IdSpace, export_transformers, power_exponent
-from transformer_mt.search import greedy
-from transformer_mt.translator import Translator
 
 SHAPES = {
     "pre-norm, joint, tied": dict(),

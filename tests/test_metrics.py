@@ -1,7 +1,7 @@
 import pytest
 import sacrebleu
 
-from transformer_mt.metrics import corpus_scores
+from transformer_mt.decoding.scores import corpus_scores
 
 HYPS = ["Le chat est sur le tapis.", "Il fait beau aujourd'hui !", "Je ne sais pas.", "", "Bonjour, monde"]
 REFS_A = ["Le chat est assis sur le tapis.", "Il fait beau aujourd'hui.", "Je ne le sais pas.", "Rien.",

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from transformer_mt.config import ModelConfig
 from transformer_mt.data.batching import pad_batch
 from transformer_mt.data.tokenizer import BOS, PAD
-from transformer_mt.model import DecoderCache, Transformer, attend, padding_mask, sinusoidal_positions
+from transformer_mt.model.transformer import DecoderCache, Transformer, attend, padding_mask, sinusoidal_positions
 
 VOCAB = 50
 

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from transformer_mt.benchmark.systems import FullPrefixDecoder
 from transformer_mt.config import DecodeConfig, ModelConfig
 from transformer_mt.data.tokenizer import BOS, EOS, PAD
-from transformer_mt.model import DecoderCache, LayerCache, Transformer
-from transformer_mt.search import beam_search, greedy, max_lengths
-from transformer_mt.search_rules import length_penalty, output_limit
+from transformer_mt.decoding.search import beam_search, greedy, max_lengths
+from transformer_mt.decoding.search_rules import length_penalty, output_limit
+from transformer_mt.model.transformer import DecoderCache, LayerCache, Transformer
 
 A, B = 4, 5
 VOCAB = 6

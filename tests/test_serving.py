@@ -14,8 +14,8 @@ import pytest
 
 from tests.export_helpers import tiny_run
 from transformer_mt.benchmark.server_process import ServerProcess
+from transformer_mt.decoding.pytorch import Translator
 from transformer_mt.serving.paragraphs import Paragraph
-from transformer_mt.translator import Translator
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -222,8 +222,8 @@ def test_bad_flags_are_one_line_errors(run, tmp_path):
 
 
 def test_a_ctranslate2_export_is_served_as_it_translates(run, tmp_path, sample_pairs):
+    from transformer_mt.decoding.ctranslate2 import ExportedTranslator
     from transformer_mt.export.ctranslate2 import export_ctranslate2
-    from transformer_mt.exported import ExportedTranslator
     from transformer_mt.run_folder import open_run
 
     export_ctranslate2(open_run(run), None, tmp_path / "ct2", "int8")

@@ -53,7 +53,7 @@ def test_source_ids_cut_so_that_eos_keeps_a_position():
 
 
 def test_translators_warn_when_they_cut_a_source(sample_pairs, capsys):
-    from transformer_mt.text_translator import TextTranslator
+    from transformer_mt.decoding.translator import TextTranslator
 
     class Encoding(TextTranslator):  # only what encode() needs
         def _search(self, batch, decode, nbest):

@@ -16,10 +16,10 @@ import torch
 import torch.multiprocessing as mp
 
 from tests.trainer_helpers import small_config, small_corpus
-from transformer_mt import checkpoint as checkpoint_module
 from transformer_mt import run_setup as run_setup_module
 from transformer_mt.data.batching import collate
 from transformer_mt.errors import StoppedByRank0, UserError
+from transformer_mt.model import checkpoint as checkpoint_module
 from transformer_mt.run_setup import set_up_run, set_up_run_on_every_rank
 from transformer_mt.training import step as step_module
 from transformer_mt.training.distributed import Distributed
@@ -363,8 +363,8 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_one_line_and_keeps_the_e
 
 
 def test_average_checkpoints_is_the_mean_and_translates(tmp_path, corpus):
-    from transformer_mt.averaging import average_checkpoints
-    from transformer_mt.translator import Translator
+    from transformer_mt.decoding.pytorch import Translator
+    from transformer_mt.model.averaging import average_checkpoints
 
     config = small_config(tmp_path, corpus, "average", max_steps=15, keep_last=3)
     train(config)

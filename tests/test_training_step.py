@@ -9,7 +9,7 @@ from tests.trainer_helpers import small_config, small_corpus
 from transformer_mt.config import TrainConfig
 from transformer_mt.data.batching import Batch
 from transformer_mt.data.tokenizer import BOS, EOS
-from transformer_mt.device import attention_kernels, autocast
+from transformer_mt.model.device import attention_kernels, autocast
 from transformer_mt.run_setup import set_up_run
 from transformer_mt.training import step as step_module
 from transformer_mt.training.distributed import Distributed

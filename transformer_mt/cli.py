@@ -15,7 +15,7 @@ from .errors import StoppedByRank0, UserError
 from .run_folder import find_checkpoint
 
 if TYPE_CHECKING:
-    from .text_translator import TextTranslator
+    from .decoding.translator import TextTranslator
 
 
 def main_guard(main: Callable[[], int | None]) -> None:
@@ -54,14 +54,14 @@ def open_translator(args: argparse.Namespace) -> TextTranslator:
         for flag, value in (("--run", args.run), ("--checkpoint", args.checkpoint), ("--precision", args.precision)):
             if value:
                 raise UserError(f"--model and {flag} do not go together: an export is a whole model")
-        from .exported import ExportedTranslator
+        from .decoding.ctranslate2 import ExportedTranslator
 
         return ExportedTranslator(Path(args.model), args.device, args.threads or 0)
     run, checkpoint = find_checkpoint(args.run, args.checkpoint, args.runs)
     # PyTorch loads (seconds) only for a run that exists.
     import torch
 
-    from .translator import Translator
+    from .decoding.pytorch import Translator
 
     if args.threads:
         torch.set_num_threads(args.threads)

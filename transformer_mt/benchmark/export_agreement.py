@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from ..data.corpus import read_lines
-from ..metrics import corpus_scores
-from ..translator import Translator
+from ..decoding.pytorch import Translator
+from ..decoding.scores import corpus_scores
 
 
 @dataclass

@@ -352,7 +352,7 @@ def describe(device: str) -> dict:
     SDPA kernel each attention call of a Transformer-base batch (12k tokens) runs under each variant."""
     import torch
 
-    from transformer_mt.device import attention_kernels_chosen
+    from transformer_mt.model.device import attention_kernels_chosen
 
     facts = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
              "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,

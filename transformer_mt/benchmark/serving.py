@@ -14,7 +14,7 @@ from datetime import date
 
 import torch
 
-from ..text_translator import TextTranslator
+from ..decoding.translator import TextTranslator
 from .load import Histograms, LoadFigure, batch_figures, load, load_with_health, percentiles
 from .server_process import ServerProcess, own_cpu_seconds
 from .suite import device_name, log

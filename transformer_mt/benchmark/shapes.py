@@ -19,8 +19,8 @@ import torch
 from ..config import ModelConfig, TrainConfig
 from ..data.batching import Shapes, collate, epoch_batches
 from ..data.store import EncodedCorpus
-from ..device import attention_kernels
-from ..model import Transformer
+from ..model.device import attention_kernels
+from ..model.transformer import Transformer
 from ..training.distributed import Distributed
 from ..training.step import Updater
 from .timing import GEMM_OPS, Job, side_by_side

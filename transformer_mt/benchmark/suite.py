@@ -18,8 +18,8 @@ import torch
 
 from ..data.batching import Batch, padding_share
 from ..data.tokenizer import PAD
-from ..device import DTYPES, cpu_supports_bf16, slow_precision_warning
 from ..errors import UserError
+from ..model.device import DTYPES, cpu_supports_bf16, slow_precision_warning
 from .flops import decoding_flops, source_pad_gemm_share, training_flops_per_token
 from .records import (
     HF_BATCHING,

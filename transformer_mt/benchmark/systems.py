@@ -12,10 +12,10 @@ from torch import Tensor
 from ..config import DecodeConfig, ModelConfig
 from ..data.batching import Batch
 from ..data.tokenizer import BOS, EOS, PAD
-from ..device import DTYPES, attention_kernels, autocast
+from ..decoding.search import beam_search, greedy
 from ..errors import UserError
-from ..model import DecoderCache, LayerCache, Transformer
-from ..search import beam_search, greedy
+from ..model.device import DTYPES, attention_kernels, autocast
+from ..model.transformer import DecoderCache, LayerCache, Transformer
 from ..training.objective import adam, smoothed_loss
 from .records import OURS, PEER, UNCACHED
 from .timing import Job, sync

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint as ckpt
 from ..config import Config, from_dict
 from ..data.tokenizer import TokenizerPair
 from ..errors import UserError
+from ..model import checkpoint as ckpt
 from ..run_folder import RunPaths
 
 

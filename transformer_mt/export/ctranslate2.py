@@ -17,11 +17,18 @@ import torch
 
 from ..config import ModelConfig
 from ..data.tokenizer import BOS, EOS, SPECIALS, UNK
+from ..decoding.ctranslate2_folder import (
+    META,
+    SRC_TOKENIZER,
+    TGT_TOKENIZER,
+    ExportMeta,
+    require_ctranslate2,
+    vocabulary,
+)
 from ..errors import UserError
-from ..model import sinusoidal_positions
+from ..model.transformer import sinusoidal_positions
 from ..run_folder import RunPaths
 from .common import Trained, check_output, staged
-from .ctranslate2_folder import META, SRC_TOKENIZER, TGT_TOKENIZER, ExportMeta, require_ctranslate2, vocabulary
 
 
 def export_ctranslate2(run: RunPaths, checkpoint: Path | None, output: Path, quantization: str,

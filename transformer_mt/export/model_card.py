@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import DataConfig
 from ..data.corpus import read_lines
-from ..metrics import corpus_scores
+from ..decoding.scores import corpus_scores
 from ..run_folder import RunPaths
 from .common import Trained
 
@@ -32,7 +32,7 @@ class Evaluation:
 def evaluate_test_split(run: RunPaths, checkpoint: Path) -> Evaluation | None:
     """The checkpoint's corpus BLEU and chrF on the run's own test split, decoded with the run's decode
     section by our PyTorch decoder (as `evaluate.py --run`); None if the run folder has no test split."""
-    from ..translator import Translator
+    from ..decoding.pytorch import Translator
 
     translator = Translator(run, checkpoint, device="cpu")
     data = translator.config.data

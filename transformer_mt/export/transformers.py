@@ -37,7 +37,7 @@ from ..config import DecodeConfig, ModelConfig
 from ..data.corpus import read_lines
 from ..data.tokenizer import BOS, EOS, PAD, SPECIALS, Tokenizer, TokenizerPair
 from ..errors import UserError
-from ..model import sinusoidal_positions
+from ..model.transformer import sinusoidal_positions
 from ..run_folder import RunPaths
 from .common import Trained, check_output, staged
 from .model_card import Evaluation, evaluate_test_split, model_card

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
-from ..text_translator import TextTranslator
+from ..decoding.translator import TextTranslator
 from . import libretranslate, native
 from .batcher import Batcher, BatchingConfig
 from .keys import ApiKeys

@@ -12,7 +12,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from ..config import DecodeConfig
-from ..text_translator import TextTranslator
+from ..decoding.translator import TextTranslator
 from .metrics import Metrics
 
 

@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass
 
 from ..config import DecodeConfig
+from ..decoding.translator import TextTranslator, Translation
 from ..errors import UserError
-from ..text_translator import TextTranslator, Translation
 from .batcher import Batcher, DeadlinePassed, Job, QueueFull, WorkerStopped
 from .paragraphs import Paragraph
 from .requests import BadRequest

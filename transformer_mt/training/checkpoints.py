@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .. import checkpoint
 from ..errors import UserError
+from ..model import checkpoint
 from ..run_folder import RunPaths
 
 

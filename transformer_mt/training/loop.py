@@ -14,7 +14,8 @@ import torch
 
 from ..config import Config
 from ..data.batching import Batch, Shapes, collate, epoch_batches
-from ..device import (
+from ..errors import StoppedByRank0, UserError
+from ..model.device import (
     attention_kernels,
     pick_device,
     pick_precision,
@@ -22,8 +23,7 @@ from ..device import (
     set_fp32_matmuls,
     slow_precision_warning,
 )
-from ..errors import StoppedByRank0, UserError
-from ..model import Transformer, count_parameters
+from ..model.transformer import Transformer, count_parameters
 from ..run_setup import PreparedRun
 from .checkpoints import Checkpoints
 from .distributed import Distributed

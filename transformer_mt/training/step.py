@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..config import TrainConfig
 from ..data.batching import Batch, padding_share
 from ..data.tokenizer import PAD
-from ..device import autocast
+from ..model.device import autocast
 from .distributed import Distributed
 from .objective import adam, noam_lambda, smoothed_loss
 

@@ -10,11 +10,11 @@ import torch
 from ..config import Config
 from ..data.batching import collate, token_batches
 from ..data.store import encode_pairs
-from ..device import autocast
-from ..metrics import corpus_scores
-from ..model import Transformer
+from ..decoding.scores import corpus_scores
+from ..decoding.search import greedy
+from ..model.device import autocast
+from ..model.transformer import Transformer
 from ..run_setup import PreparedRun
-from ..search import greedy
 from .objective import smoothed_loss
 from .state import TrainState
 
@@ -65,7 +65,7 @@ class ValidationSet:
         return "\n".join(rows)
 
     def _attention_figure(self, model: Transformer, device: torch.device):
-        from ..attention import cross_attention_figure, figures_available
+        from ..decoding.heatmaps import cross_attention_figure, figures_available
 
         if not figures_available() or not self.pairs:
             return None

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DecodeConfig
-from .data.tokenizer import TokenizerPair, source_ids
-from .errors import UserError
+from ..config import DecodeConfig
+from ..data.tokenizer import TokenizerPair, source_ids
+from ..errors import UserError
 from .search_rules import Hypothesis
 
 

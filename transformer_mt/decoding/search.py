@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .config import DecodeConfig
-from .data.tokenizer import BOS, EOS, PAD
-from .model import DecoderCache
+from ..config import DecodeConfig
+from ..data.tokenizer import BOS, EOS, PAD
+from ..model.transformer import DecoderCache
 from .search_rules import Hypothesis, length_penalty, output_limit
 
 

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt
-from .config import Config, DecodeConfig, from_dict
-from .data.batching import pad_batch
-from .data.tokenizer import TokenizerPair
-from .device import DTYPES, attention_kernels, pick_device, slow_precision_warning
-from .model import Transformer
-from .run_folder import RunPaths, find_checkpoint
+from ..config import Config, DecodeConfig, from_dict
+from ..data.batching import pad_batch
+from ..data.tokenizer import TokenizerPair
+from ..model import checkpoint as ckpt
+from ..model.device import DTYPES, attention_kernels, pick_device, slow_precision_warning
+from ..model.transformer import Transformer
+from ..run_folder import RunPaths, find_checkpoint
 from .search import beam_search, greedy
 from .search_rules import Hypothesis
-from .text_translator import TextTranslator
+from .translator import TextTranslator
 
 
 class Translator(TextTranslator):

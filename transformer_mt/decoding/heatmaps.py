@@ -9,9 +9,9 @@ import importlib.util
 
 import torch
 
-from .config import DecodeConfig
-from .data.tokenizer import BOS, EOS, TokenizerPair, source_ids
-from .model import Transformer
+from ..config import DecodeConfig
+from ..data.tokenizer import BOS, EOS, TokenizerPair, source_ids
+from ..model.transformer import Transformer
 from .search import greedy
 
 

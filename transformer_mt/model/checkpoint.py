@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 # What a checkpoint holds and means; raised when that changes, so that an older transformer-mt refuses a
 # newer checkpoint in one line instead of misreading it.

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserError
 from . import checkpoint as ckpt
-from .errors import UserError
 
 
 def average_checkpoints(paths: list[Path]) -> dict:

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ModelConfig
-from .data.tokenizer import PAD
+from ..config import ModelConfig
+from ..data.tokenizer import PAD
 
 
 def sinusoidal_positions(length: int, d_model: int) -> Tensor:

@@ -23,12 +23,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .config import DecodeConfig
-from .data.tokenizer import EOS, TokenizerPair
-from .errors import UserError
-from .export.ctranslate2_folder import SRC_TOKENIZER, TGT_TOKENIZER, read_meta, require_ctranslate2, vocabulary
+from ..config import DecodeConfig
+from ..data.tokenizer import EOS, TokenizerPair
+from ..errors import UserError
+from .ctranslate2_folder import SRC_TOKENIZER, TGT_TOKENIZER, read_meta, require_ctranslate2, vocabulary
 from .search_rules import Hypothesis, length_penalty, output_limit
-from .text_translator import TextTranslator
+from .translator import TextTranslator
 
 
 class ExportedTranslator(TextTranslator):
