@@ -159,7 +159,7 @@ def first_batch_seconds(code: Path, run_args: list[str]) -> float:
     fresh process after its imports (this checkout's code only)."""
     script = ("import sys, time, json\n"
               "from transformer_mt.config import load_config\n"
-              "from transformer_mt.run_setup import set_up_run\n"
+              "from transformer_mt.training.setup import set_up_run\n"
               "from transformer_mt.data.batching import collate, epoch_batches\n"
               "config = load_config('configs/sample.yaml', sys.argv[1:])\n"
               "started = time.perf_counter()\n"

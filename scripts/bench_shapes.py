@@ -63,7 +63,7 @@ def main() -> int:
     from transformer_mt.data.batching import Shapes
     from transformer_mt.malloc import retain_freed_memory
     from transformer_mt.model.device import pick_precision, row_multiple
-    from transformer_mt.run_setup import set_up_run
+    from transformer_mt.training.setup import set_up_run
 
     retain_freed_memory()
     device = torch.device("cpu")

@@ -6,7 +6,6 @@ Under torchrun (RANK/WORLD_SIZE set) it trains data-parallel: NCCL on CUDA, gloo
 from __future__ import annotations
 
 import argparse
-import os
 
 from transformer_mt.cli import main_guard
 from transformer_mt.config import load_config
@@ -24,9 +23,9 @@ def main() -> int:
     import torch
 
     from transformer_mt.model.device import pick_device, pick_precision
-    from transformer_mt.run_setup import set_up_run_on_every_rank
     from transformer_mt.training.distributed import Distributed
     from transformer_mt.training.loop import Trainer
+    from transformer_mt.training.setup import set_up_run_on_every_rank
 
     # An impossible device or precision fails now, before the corpus loads and the run folder is written.
     pick_precision(config.train.precision, pick_device(config.train.device))
@@ -34,26 +33,13 @@ def main() -> int:
         torch.set_num_threads(config.train.num_threads)
     distributed = Distributed.from_env()
     if distributed.launched():  # even as one process: DDP and the collectives run as with more
-        _init_process_group(config.train.device, config.train.collective_timeout_s)
+        distributed.start(config.train.device, config.train.collective_timeout_s)
     try:
         prepared = set_up_run_on_every_rank(config, distributed.rank, distributed.world_size)
         Trainer(config, prepared, distributed).fit()
     finally:
-        if distributed.grouped:
-            torch.distributed.destroy_process_group()
+        distributed.stop()
     return 0
-
-
-def _init_process_group(device: str, timeout_s: float | None) -> None:
-    import datetime
-
-    import torch
-
-    use_nccl = device != "cpu" and torch.cuda.is_available()
-    if use_nccl:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    timeout = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s else {}
-    torch.distributed.init_process_group("nccl" if use_nccl else "gloo", **timeout)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ from transformer_mt.decoding.search import beam_search, greedy
 from transformer_mt.model.device import attention_kernels_chosen
 from transformer_mt.model.transformer import attend
 from transformer_mt.run_folder import open_run
-from transformer_mt.run_setup import set_up_run
 from transformer_mt.training.loop import Trainer
 from transformer_mt.training.objective import smoothed_loss
+from transformer_mt.training.setup import set_up_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 ROOT = Path(__file__).resolve().parent.parent

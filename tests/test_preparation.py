@@ -13,7 +13,7 @@ from transformer_mt.data.corpus import DataError, clean_pair
 from transformer_mt.data.splitting import Cuts, Selection, source_hashes
 from transformer_mt.data.store import read_manifest
 from transformer_mt.run_folder import RunPaths
-from transformer_mt.run_setup import set_up_run
+from transformer_mt.training.setup import set_up_run
 
 QUIET = dict(log=lambda *_: None)
 

@@ -101,8 +101,8 @@ def test_adamw_shrinks_the_weights_instead_of_adding_decay_to_the_gradient():
 def test_bf16_training_on_a_cpu_without_bf16_warns_and_still_trains(tmp_path, monkeypatch, capsys):
     from tests.trainer_helpers import small_config, small_corpus
     from transformer_mt.model import device
-    from transformer_mt.run_setup import set_up_run
     from transformer_mt.training.loop import Trainer
+    from transformer_mt.training.setup import set_up_run
     monkeypatch.setattr(device, "cpu_supports_bf16", lambda: False)
     config = small_config(tmp_path, small_corpus(tmp_path / "c.jsonl", 100), "bf16", precision="bf16", max_steps=2)
     state = Trainer(config, set_up_run(config, log=lambda *_: None)).fit()

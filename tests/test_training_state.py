@@ -16,14 +16,14 @@ import torch
 import torch.multiprocessing as mp
 
 from tests.trainer_helpers import small_config, small_corpus
-from transformer_mt import run_setup as run_setup_module
 from transformer_mt.data.batching import collate
 from transformer_mt.errors import StoppedByRank0, UserError
 from transformer_mt.model import checkpoint as checkpoint_module
-from transformer_mt.run_setup import set_up_run, set_up_run_on_every_rank
+from transformer_mt.training import setup as run_setup_module
 from transformer_mt.training import step as step_module
 from transformer_mt.training.distributed import Distributed
 from transformer_mt.training.loop import Trainer
+from transformer_mt.training.setup import set_up_run, set_up_run_on_every_rank
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,11 +10,11 @@ from transformer_mt.config import TrainConfig
 from transformer_mt.data.batching import Batch
 from transformer_mt.data.tokenizer import BOS, EOS
 from transformer_mt.model.device import attention_kernels, autocast
-from transformer_mt.run_setup import set_up_run
 from transformer_mt.training import step as step_module
 from transformer_mt.training.distributed import Distributed
 from transformer_mt.training.loop import Trainer, prepared_ahead
 from transformer_mt.training.reporting import Window
+from transformer_mt.training.setup import set_up_run
 from transformer_mt.training.state import own_rng_state
 from transformer_mt.training.step import Updater, UpdateResult
 

@@ -10,7 +10,7 @@ from ..config import Config, DataConfig, ModelConfig, RunConfig, TokenizerConfig
 from ..data.batching import Batch, collate, epoch_batches, pad_batch, padding_share, token_batches
 from ..data.corpus import read_split
 from ..data.tokenizer import source_ids
-from ..run_setup import set_up_run
+from ..training.setup import set_up_run
 from .records import Padding
 
 

@@ -1,6 +1,7 @@
 """What data-parallel ranks must agree on: whether any of them wants to stop, and the update's token count."""
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -32,6 +33,20 @@ class Distributed:
     def launched() -> bool:
         """Whether torchrun (or another launcher setting its variables) started this process."""
         return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+    @staticmethod
+    def start(device: str, timeout_s: float | None) -> None:
+        """The process group torchrun's variables describe: NCCL on CUDA, gloo on CPU; a collective
+        waiting longer than `timeout_s` (train.collective_timeout_s) fails instead of hanging."""
+        use_nccl = device != "cpu" and torch.cuda.is_available()
+        if use_nccl:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        timeout = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s else {}
+        dist.init_process_group("nccl" if use_nccl else "gloo", **timeout)
+
+    def stop(self) -> None:
+        if self.grouped:
+            dist.destroy_process_group()
 
     def any_rank(self, flag: bool, device: torch.device) -> bool:
         """Whether `flag` holds on any rank; every rank must ask at the same point."""

@@ -24,10 +24,10 @@ from ..model.device import (
     slow_precision_warning,
 )
 from ..model.transformer import Transformer, count_parameters
-from ..run_setup import PreparedRun
 from .checkpoints import Checkpoints
 from .distributed import Distributed
 from .reporting import Report
+from .setup import PreparedRun
 from .state import TrainState, own_rng_state, rng_state, set_rng_state
 from .step import Updater, UpdateResult
 from .validation import ValidationSet, early_stopping

@@ -14,8 +14,8 @@ from ..decoding.scores import corpus_scores
 from ..decoding.search import greedy
 from ..model.device import autocast
 from ..model.transformer import Transformer
-from ..run_setup import PreparedRun
 from .objective import smoothed_loss
+from .setup import PreparedRun
 from .state import TrainState
 
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch.distributed
 
-from .config import Config, from_dict, save_config
-from .data import corpus
-from .data.corpus import Pair
-from .data.preparation import inputs_fingerprint, prepare_corpus
-from .data.store import EncodedCorpus, open_store, read_manifest
-from .data.tokenizer import TokenizerPair
-from .errors import StoppedByRank0, UserError
-from .run_folder import RunPaths
+from ..config import Config, from_dict, save_config
+from ..data import corpus
+from ..data.corpus import Pair
+from ..data.preparation import inputs_fingerprint, prepare_corpus
+from ..data.store import EncodedCorpus, open_store, read_manifest
+from ..data.tokenizer import TokenizerPair
+from ..errors import StoppedByRank0, UserError
+from ..run_folder import RunPaths
 
 
 @dataclass
