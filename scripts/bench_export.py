@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from transformer_mt.benchmark.export_agreement import measure, test_split
-from transformer_mt.benchmark.suite import cpu_model
+from transformer_mt.benchmark.machine import cpu_model
 from transformer_mt.cli import main_guard
 from transformer_mt.decoding.pytorch import Translator
 from transformer_mt.errors import UserError

@@ -11,14 +11,8 @@ import pytest
 import torch
 
 from tests.test_training_step import ragged_corpus
-from transformer_mt.benchmark.shapes import (
-    BatchShape,
-    cache_builds,
-    gemm_products,
-    linear_products,
-    profile_updates,
-    turns_census,
-)
+from transformer_mt.benchmark.shape_census import BatchShape, cache_builds, gemm_products, linear_products
+from transformer_mt.benchmark.shapes import profile_updates, turns_census
 from transformer_mt.benchmark.timing import Job
 from transformer_mt.config import ModelConfig, TrainConfig
 from transformer_mt.data.batching import Shapes, collate

@@ -15,7 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tests.test_model import naive_attention, tiny, tokens
 from tests.trainer_helpers import small_config, small_corpus
-from transformer_mt.benchmark.processes import run_bounded
+from transformer_mt.benchmark.machine import run_bounded
 from transformer_mt.config import DecodeConfig, ModelConfig
 from transformer_mt.data.batching import collate, pad_batch
 from transformer_mt.data.tokenizer import EOS

@@ -26,9 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .processes import stop_tree
+from .machine import ROOT, stop_tree
 
-ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("tests", "matmul", "training", "bench")
 # Import name → distribution: what the check needs, and what the bench's peer needs.
 NEEDED = {"torch": "torch", "numpy": "numpy", "tokenizers": "tokenizers", "yaml": "PyYAML", "tqdm": "tqdm",

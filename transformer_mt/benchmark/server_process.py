@@ -2,20 +2,17 @@
 for the serving benchmark and the serving tests."""
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import httpx
 
 from ..errors import UserError
-
-ROOT = Path(__file__).resolve().parent.parent.parent
+from .machine import ROOT, cpu_seconds, resident_bytes
 
 
 def free_port() -> int:
@@ -53,16 +50,11 @@ class ServerProcess:
 
     def resident_bytes(self) -> int | None:
         """The server's resident memory (Linux /proc; None elsewhere)."""
-        try:
-            status = Path(f"/proc/{self.process.pid}/status").read_text()
-        except OSError:
-            return None
-        line = next((line for line in status.splitlines() if line.startswith("VmRSS:")), None)
-        return int(line.split()[1]) * 1024 if line else None
+        return resident_bytes(self.process.pid)
 
     def cpu_seconds(self) -> tuple[float | None, float | None]:
         """CPU time the server has used: all its threads, and its event loop's (the main thread's)."""
-        return _cpu_seconds(self.process.pid), _cpu_seconds(self.process.pid, self.process.pid)
+        return cpu_seconds(self.process.pid), cpu_seconds(self.process.pid, self.process.pid)
 
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=30).text
@@ -86,17 +78,3 @@ class ServerProcess:
     def __exit__(self, *exc) -> None:
         if not self._log.closed:
             self.stop()
-
-
-def _cpu_seconds(pid: int, thread: int | None = None) -> float | None:
-    """User + system CPU seconds of a process, or of one of its threads (Linux /proc; None elsewhere)."""
-    path = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
-    try:
-        fields = Path(path).read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float | None:
-    return _cpu_seconds(os.getpid())

@@ -16,8 +16,8 @@ import torch
 
 from ..decoding.translator import TextTranslator
 from .load import Histograms, LoadFigure, batch_figures, load, load_with_health, percentiles
-from .server_process import ServerProcess, own_cpu_seconds
-from .suite import device_name, log
+from .machine import device_name, log, own_cpu_seconds
+from .server_process import ServerProcess
 
 MAX_WAIT_MS = 5.0  # the server's default --max-wait-ms, which the targets are stated against
 

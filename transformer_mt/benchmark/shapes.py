@@ -1,124 +1,85 @@
-"""How many distinct matrix shapes a training epoch gives the kernels, what rounding them costs in
-padding, and what it does to real training steps (`make bench-shapes`, docs/performance.md).
-
-Kernels built per shape (oneDNN's bf16 kernels on CPU, compiled graphs anywhere) pay for every new
-shape; an epoch of length-bucketed batches brings hundreds. The census here counts them from the
-batch plan alone (any machine gives the same counts); the timed part runs the trainer's update on
-fresh batches, each rounding in turn, so that a kernel built for one step is reused only where a
-shape really repeats."""
+"""What rounding batch shapes does to real training steps (`make bench-shapes`, docs/performance.md):
+the census of each rounding (`shape_census`), the trainer's update on fresh batches, each rounding in
+turn, so that a kernel built for one step is reused only where a shape really repeats, profiles of
+fresh updates, and the kernels make bench's interleaved training jobs would build."""
 from __future__ import annotations
 
 import functools
+import platform
+import tempfile
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import date
 
 import numpy as np
 import torch
 
-from ..config import ModelConfig, TrainConfig
+from ..config import ModelConfig, TrainConfig, load_config
 from ..data.batching import Shapes, collate, epoch_batches
 from ..data.store import EncodedCorpus
-from ..model.device import attention_kernels
+from ..model.device import DTYPES, attention_kernels, pick_precision, row_multiple
 from ..model.transformer import Transformer
 from ..training.distributed import Distributed
+from ..training.setup import set_up_run
 from ..training.step import Updater
-from .timing import GEMM_OPS, Job, side_by_side
+from .machine import ROOT, cpu_model
+from .shape_census import ONEDNN_DEFAULT_CACHE, cache_builds, census
+from .suite import Sizes, training_batchings, training_jobs
+from .systems import ours, peer
+from .timing import GEMM_OPS, Job, MatmulPeak, side_by_side
+from .workload import Workload
 
 COPY_OPS = ("aten::copy_", "aten::_to_copy")
 
-
-@dataclass(frozen=True)
-class BatchShape:
-    sentences: int  # B
-    src_len: int  # S, rounded
-    tgt_len: int  # T, rounded
-    encoder_rows: int  # N: the rows the encoder's position-wise layers run on
-    real_target_tokens: int
-    real_source_tokens: int
+ROUNDINGS = {"none": (1, 1), "rows 32": (1, 32), "length 2, rows 32": (2, 32), "length 4, rows 32": (4, 32),
+             "length 8, rows 64": (8, 64)}
+TIMED = ("none", "rows 32", "length 2, rows 32", "length 4, rows 32")
 
 
-def batch_shapes(corpus: EncodedCorpus, batch_tokens: int, seed: int, shapes: Shapes) -> list[BatchShape]:
-    """Every batch of epoch 0 as the trainer would collate it, without building the tensors."""
-    out = []
-    for indices in epoch_batches(corpus, batch_tokens, seed, 0, shapes=shapes):
-        src, tgt = (side.astype(np.int64) + 1 for side in corpus.lengths(indices.astype(np.int64)))
-        b, s, t = len(indices), shapes.length(int(src.max())), shapes.length(int(tgt.max()))
-        rows = min(b * s, -(-int(src.sum()) // shapes.row_multiple) * shapes.row_multiple)
-        out.append(BatchShape(b, s, t, rows, int(tgt.sum()), int(src.sum())))
-    return out
-
-
-def linear_products(batch: BatchShape, cfg: ModelConfig, vocab: int) -> list[tuple[int, int, int]]:
-    """(rows, in, out) of every linear layer's forward matrix product in one training step of `batch`
-    (each shape's two backward products follow from it)."""
-    d, ff = cfg.d_model, cfg.d_ff
-    bt, bs, n = batch.sentences * batch.tgt_len, batch.sentences * batch.src_len, batch.encoder_rows
-    encoder = [(n, d, 3 * d), (n, d, d), (n, d, ff), (n, ff, d)] * cfg.encoder_layers
-    decoder = [(bt, d, 3 * d), (bt, d, d), (bt, d, d), (bs, d, 2 * d), (bt, d, d), (bt, d, ff), (bt, ff, d)]
-    return encoder + decoder * cfg.decoder_layers + [(bt, d, vocab)]
+SMOKE = ["data.max_pairs=2000", "tokenizer.vocab_size=500", "model.d_model=32", "model.n_heads=2",
+         "model.encoder_layers=1", "model.decoder_layers=1", "model.d_ff=64"]
 
 
 @dataclass
-class Census:
-    batches: int
-    batch_shapes: int  # distinct (B, S, T): the attention products' shapes
-    encoder_rows: int  # distinct N
-    decoder_rows: int  # distinct B·T
-    linear_shapes: int  # distinct (rows, in, out) over all linear layers
-    real_target_share: float  # real target tokens / target positions computed
-    encoder_row_overhead: float  # encoder rows computed / real source tokens, less 1
-    linear_mflops_per_target_token: float  # the linear layers', forward and backward
-    gemm_shapes: int  # distinct GEMMs (m, k, n) of the linear layers, forward and both backward products
-    gemm_builds: int  # how often a cache of ONEDNN_DEFAULT_CACHE GEMM kernels, least recently used
-    #                   out first, would have to build one over the epoch (oneDNN's primitive cache)
+class ShapesOptions:
+    precision: str = "auto"  # auto | fp32 | bf16
+    steps: int = 120  # timed updates per rounding
+    profile_steps: int = 20
+    smoke: bool = False  # tiny sizes: checks that it runs, measures nothing
+    make_bench: bool = False  # also: the kernels make bench's interleaved training jobs would build
 
 
-ONEDNN_DEFAULT_CACHE = 1024  # oneDNN's default primitive cache capacity (ONEDNN_PRIMITIVE_CACHE_CAPACITY)
-
-
-def gemm_products(linear: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """(m, k, n) of each linear layer's forward product and of its two backward ones, in order."""
-    return [gemm for rows, fan_in, fan_out in linear
-            for gemm in ((rows, fan_in, fan_out), (rows, fan_out, fan_in), (fan_out, rows, fan_in))]
-
-
-def cache_builds(sequence: list, capacity: int) -> int:
-    """Misses of a least-recently-used cache of `capacity` entries over `sequence`."""
-    cache: OrderedDict = OrderedDict()
-    builds = 0
-    for key in sequence:
-        if key in cache:
-            cache.move_to_end(key)
-            continue
-        builds += 1
-        cache[key] = None
-        if len(cache) > capacity:
-            cache.popitem(last=False)
-    return builds
-
-
-def census(corpus: EncodedCorpus, batch_tokens: int, seed: int, shapes: Shapes, cfg: ModelConfig,
-           vocab: int) -> Census:
-    """Distinct shapes, padding and linear-layer FLOPs per real target token of one rounding's epoch."""
-    plan = batch_shapes(corpus, batch_tokens, seed, shapes)
-    linear: set[tuple[int, int, int]] = set()
-    gemms: list[tuple[int, int, int]] = []
-    flops = 0.0
-    for batch in plan:
-        products = linear_products(batch, cfg, vocab)
-        flops += sum(6.0 * rows * fan_in * fan_out for rows, fan_in, fan_out in products)  # forward and backward
-        linear |= set(products)
-        gemms += gemm_products(products)
-    targets = sum(b.real_target_tokens for b in plan)
-    return Census(
-        batches=len(plan), batch_shapes=len({(b.sentences, b.src_len, b.tgt_len) for b in plan}),
-        encoder_rows=len({b.encoder_rows for b in plan}), decoder_rows=len({b.sentences * b.tgt_len for b in plan}),
-        linear_shapes=len(linear),
-        real_target_share=targets / max(1, sum(b.sentences * b.tgt_len for b in plan)),
-        encoder_row_overhead=sum(b.encoder_rows for b in plan) / max(1, sum(b.real_source_tokens for b in plan)) - 1,
-        linear_mflops_per_target_token=flops / max(1, targets) / 1e6,
-        gemm_shapes=len(set(gemms)), gemm_builds=cache_builds(gemms, ONEDNN_DEFAULT_CACHE))
+def measure(options: ShapesOptions) -> dict:
+    """Prepares configs/sample.yaml's corpus in a temporary folder, then: the census of one epoch's
+    batch plan under each rounding; the trainer's update on fresh batches of each, taking turns step
+    by step; one profile of fresh updates, unrounded and with rows rounded to 32."""
+    device = torch.device("cpu")
+    steps, profile_steps = (min(options.steps, 4), min(options.profile_steps, 2)) if options.smoke else \
+        (options.steps, options.profile_steps)
+    turns = asdict(bench_training_turns(options.smoke)) if options.make_bench else None  # first: may need the peer
+    with tempfile.TemporaryDirectory() as folder:
+        overrides = [f"run.root={folder}", "run.name=shapes"] + (SMOKE if options.smoke else [])
+        config = load_config(ROOT / "configs" / "sample.yaml", overrides)
+        precision = pick_precision(options.precision, device)
+        train = replace(config.train, precision=precision)
+        prepared = set_up_run(config, log=lambda *_: None)
+        corpus, vocab = prepared.train_ids, prepared.tokenizers.tgt.vocab_size
+        roundings = {name: Shapes(*multiples) for name, multiples in ROUNDINGS.items()}
+        censuses = {name: census(corpus, train.batch_tokens, train.seed, shapes, config.model, vocab)
+                    for name, shapes in roundings.items()}
+        timed = timed_updates(corpus, train, config.model, vocab, precision, {n: roundings[n] for n in TIMED}, steps)
+        profiles = {name: profile_updates(corpus, train, config.model, vocab, precision, roundings[name],
+                                          profile_steps) for name in ("none", "rows 32")}
+    report = {"device": cpu_model(), "machine": platform.machine(), "torch": torch.__version__,
+              "date": date.today().isoformat(), "precision": precision, "smoke": options.smoke,
+              "row_multiple_auto": row_multiple(None, device, precision),
+              "batch_tokens": train.batch_tokens, "census": {k: asdict(v) for k, v in censuses.items()},
+              "timed": {k: asdict(v) for k, v in timed.items()},
+              "ratios": {k: v.tokens_per_sec / timed["none"].tokens_per_sec for k, v in timed.items()},
+              "profiles": {k: asdict(v) for k, v in profiles.items()}}
+    if turns is not None:
+        report["make_bench_training"] = turns
+    return report
 
 
 @dataclass
@@ -257,3 +218,49 @@ def turns_census(jobs: dict[str, Job], warmup: int, repeats: int, capacities: tu
                        len(set(sequence)), len(sequence) - warm,
                        {capacity: cache_builds(sequence, capacity) - cache_builds(sequence[:warm], capacity)
                         for capacity in capacities})
+
+
+def bench_training_turns(smoke: bool):
+    """shapes.TurnsCensus of make bench's training jobs (fp32: the same matrix shapes as bf16), matmul peak
+    included."""
+    device = torch.device("cpu")
+    work, sizes = Workload(smoke, device), Sizes.of(smoke, device)
+    systems = [ours(work.model_cfg, work.vocab, device), peer(work.model_cfg, work.vocab, device)]
+    jobs, _ = training_jobs(systems, training_batchings(work, sizes), "fp32", device)
+    peak = MatmulPeak(sizes.matmul, DTYPES["fp32"], device)
+    return turns_census({"matmul": peak.job, **jobs}, *sizes.rounds,
+                              capacities=(ONEDNN_DEFAULT_CACHE, 4096))
+
+
+def markdown(report: dict) -> str:
+    base = report["census"]["none"]["linear_mflops_per_target_token"]
+    lines = [f"{report['device']} · torch {report['torch']} · {report['date']} · {report['precision']} · "
+             f"batch_tokens {report['batch_tokens']}", "",
+             "| rounding | batches | distinct (B, S, T) | encoder rows | decoder rows | linear shapes | "
+             "real target share | encoder row overhead | linear FLOPs / token | GEMM shapes | "
+             "GEMM kernel builds (LRU 1024) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, c in report["census"].items():
+        lines.append(f"| {name} | {c['batches']} | {c['batch_shapes']} | {c['encoder_rows']} | {c['decoder_rows']} | "
+                     f"{c['linear_shapes']} | {c['real_target_share']:.3f} | {c['encoder_row_overhead']:.1%} | "
+                     f"{c['linear_mflops_per_target_token'] / base:.3f} | {c['gemm_shapes']} | {c['gemm_builds']} |")
+    lines += ["", "| rounding (fresh batches, turns step by step) | steps | target tokens/s | first half | "
+                  "second half | vs none |", "|---|---|---|---|---|---|"]
+    for name, t in report["timed"].items():
+        lines.append(f"| {name} | {t['steps']} | {t['tokens_per_sec']:,.0f} | {t['first_half_tokens_per_sec']:,.0f} | "
+                     f"{t['second_half_tokens_per_sec']:,.0f} | {report['ratios'][name]:.3f} |")
+    lines += ["", f"train.row_multiple=auto here: {report['row_multiple_auto']}", "",
+              "| profile | seconds | GEMM share | copy share | casts / update (M elements: weights, activations) | "
+              "busiest ops | GEMM GFLOP/s by shape |", "|---|---|---|---|---|---|---|"]
+    for name, p in report["profiles"].items():
+        ops = ", ".join(f"{op.removeprefix('aten::')} {share:.0%}" for op, share in list(p["top_ops"].items())[:5])
+        rates = ", ".join(f"{shape} {rate:.0f}" for shape, rate in list(p["gemm_gflops_by_shape"].items())[:4])
+        casts = p["casts_per_update"]
+        lines.append(f"| {name} | {p['seconds']:.2f} | {p['gemm_share']:.0%} | {p['copy_share']:.0%} | "
+                     f"{casts['weights']:.1f}, {casts['activations']:.1f} | {ops} | {rates} |")
+    if "make_bench_training" in report:
+        t = report["make_bench_training"]
+        by_job = ", ".join(f"{job} {n}" for job, n in t["distinct_by_job"].items())
+        builds = ", ".join(f"{n} at capacity {capacity}" for capacity, n in t["timed_builds"].items())
+        lines += ["", f"make bench's training phase: {t['distinct']} distinct matrix products ({by_job}); "
+                      f"kernels built in its timed rounds ({t['timed_calls']} products): {builds}"]
+    return "\n".join(lines)

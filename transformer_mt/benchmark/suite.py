@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import torch
 
 from ..data.batching import Batch, padding_share
 from ..data.tokenizer import PAD
 from ..errors import UserError
-from ..model.device import DTYPES, cpu_supports_bf16, slow_precision_warning
+from ..model.device import DTYPES, slow_precision_warning
 from .flops import decoding_flops, source_pad_gemm_share, training_flops_per_token
+from .machine import device_name, log, run_script
 from .records import (
     HF_BATCHING,
     OURS,
@@ -39,7 +36,6 @@ from .systems import DECODE_LENGTH, System, decoding_job, ours, peer, training_j
 from .timing import Job, MatmulPeak, profile_job
 from .workload import Workload
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 REQUIRED_RATIOS = ("train_same_batches_fp32", "train_same_batches_bf16", "train_own_batching_bf16", "greedy_fp32",
                    "beam4_fp32", "beam4_bf16", "cached_vs_uncached", "mfu_bf16")
 
@@ -279,32 +275,3 @@ def quality_per_budget(minutes: float, smoke: bool) -> Quality:
     except UserError as err:
         return Quality(config, minutes, error=str(err))
     return Quality(config, minutes, *scores)
-
-
-def run_script(name: str, *args: str) -> str:
-    """Run one of our scripts; its stdout, or a UserError with the last line it wrote to stderr."""
-    result = subprocess.run([sys.executable, f"scripts/{name}", *args], cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
-        raise UserError(f"scripts/{name} exited with {result.returncode}: {last}")
-    return result.stdout
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    bf16 = "native bf16" if cpu_supports_bf16() else "no native bf16"
-    return f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()}, {bf16}), {torch.get_num_threads()} threads"
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name where Linux tells it (platform.processor() is often empty)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def log(message: str) -> None:
-    print(message, flush=True)

@@ -114,7 +114,7 @@ def _scan(cfg: DataConfig, work: Path, log: Log) -> _Scan:
     with open(work / "clean.src", "w", encoding="utf-8") as src_out, \
             open(work / "clean.tgt", "w", encoding="utf-8") as tgt_out, open(work / "clean.hash", "wb") as hash_out, \
             _progress("reading", None) as progress:
-        for chunk in _batched(corpus.iter_pairs(cfg, bad), CHUNK):
+        for chunk in batched(corpus.iter_pairs(cfg, bad), CHUNK):
             cleaned = [pair for pair in (corpus.clean_pair(s, t, cfg) for s, t in chunk) if pair is not None]
             hashes = source_hashes([s for s, _ in cleaned], cfg.seed)
             src_out.write("".join(s + "\n" for s, _ in cleaned))
@@ -220,7 +220,7 @@ def _encode(work: Path, selection: Selection, tokenizers: TokenizerPair, max_len
     return writer
 
 
-def _batched(items: Iterable, size: int) -> Iterator[list]:
+def batched(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
