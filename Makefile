@@ -70,7 +70,7 @@ tensorboard: install
 test: install-dev $(VENV)/.installed-transformers4
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
-	PYTHONPATH=$(VENV)/transformers4 $(PY) -m pytest -q tests/test_export_transformers.py
+	PYTHONPATH=$(VENV)/transformers4 $(PY) -m pytest -q tests/export/test_transformers.py
 
 bench: install-dev
 	$(PY) scripts/bench.py --device $(or $(DEVICE),cpu) $(ARGS)

@@ -1,7 +1,6 @@
 import gzip
 import json
 import os
-from pathlib import Path
 
 # cuBLAS reads this when it starts, so it must be set before any test touches CUDA: a fixed workspace
 # makes its GEMMs deterministic (tests/test_cuda.py's resume test).
@@ -26,10 +25,3 @@ def sample_pairs() -> list[tuple[str, str]]:
             if len(pairs) == 3000:
                 break
     return pairs
-
-
-def write_jsonl(path: Path, pairs) -> Path:
-    with open(path, "w", encoding="utf-8") as handle:
-        for i, (en, fr) in enumerate(pairs):
-            handle.write(json.dumps({"id": str(i), "translation": {"en": en, "fr": fr}}, ensure_ascii=False) + "\n")
-    return path

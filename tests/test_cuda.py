@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from tests.test_model import naive_attention, tiny, tokens
-from tests.trainer_helpers import small_config, small_corpus
+from tests.helpers.models import naive_attention, tiny, tokens
+from tests.helpers.runs import small_config, small_corpus
 from transformer_mt.benchmark.machine import run_bounded
 from transformer_mt.config import DecodeConfig, ModelConfig
 from transformer_mt.data.batching import collate, pad_batch

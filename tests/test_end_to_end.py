@@ -12,13 +12,13 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import write_jsonl
+from tests.helpers.runs import write_jsonl
 from transformer_mt.data.store import open_store, read_manifest
 from transformer_mt.data.tokenizer import EOS, Tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
-WITHOUT_TORCH = str(ROOT / "tests" / "without_torch.py")
+WITHOUT_TORCH = str(ROOT / "tests" / "helpers" / "without_torch.py")
 
 
 def cli(*args, stdin=None, cwd=None):

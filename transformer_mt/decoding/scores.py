@@ -22,7 +22,7 @@ def corpus_scores(hypotheses: list[str], references: list[list[str]]) -> Scores:
     """`references[i]` holds every reference stream's i-th sentence (sacrebleu's layout).
 
     BLEU: 13a tokenisation, mixed case, no smoothing (sacrebleu smooth_method="none"); chrF:
-    character 6-grams, β=2, no word n-grams. Both equal the sacrebleu package's (tests/test_metrics.py).
+    character 6-grams, β=2, no word n-grams. Both equal the sacrebleu package's (tests/decoding/test_scores.py).
     """
     import torchmetrics
     from torchmetrics.text import SacreBLEUScore

@@ -1,5 +1,5 @@
 """Export a trained run to CTranslate2, exactly: every weight mapped by name, our sinusoidal table and
-special tokens, so that the model that comes out is the model that went in (tests/test_export.py).
+special tokens, so that the model that comes out is the model that went in (tests/export/test_ctranslate2.py).
 
 An export folder holds CTranslate2's model (model.bin, config.json, vocabularies), our tokenizer
 files, and transformer_mt.json, written last: what decoding needs (the run's decode section,

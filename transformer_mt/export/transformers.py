@@ -1,6 +1,6 @@
 """Export a trained run to Hugging Face `transformers`, exactly: a folder that `AutoTokenizer` and
 `AutoModelForSeq2SeqLM` load with `transformers` alone and that translates as our model does
-(tests/test_export_transformers.py).
+(tests/export/test_transformers.py).
 
 Which class computes what ours computes (each read in its modelling code):
 - post-norm runs (the paper's) → `MarianMTModel`: LN(x + f(x)) sublayers, no final stack norms,

@@ -99,7 +99,7 @@ def test_adamw_shrinks_the_weights_instead_of_adding_decay_to_the_gradient():
 
 
 def test_bf16_training_on_a_cpu_without_bf16_warns_and_still_trains(tmp_path, monkeypatch, capsys):
-    from tests.trainer_helpers import small_config, small_corpus
+    from tests.helpers.runs import small_config, small_corpus
     from transformer_mt.model import device
     from transformer_mt.training.loop import Trainer
     from transformer_mt.training.setup import set_up_run

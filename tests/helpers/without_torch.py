@@ -1,4 +1,4 @@
-"""python tests/without_torch.py SCRIPT [ARGS...]: runs one of our scripts with PyTorch unimportable,
+"""python tests/helpers/without_torch.py SCRIPT [ARGS...]: runs one of our scripts with PyTorch unimportable,
 so that a path that must not load it (decoding with a CTranslate2 export) fails if it ever does."""
 import runpy
 import sys

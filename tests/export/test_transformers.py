@@ -10,7 +10,8 @@ import transformers
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
-from tests.export_helpers import check_force_and_failure, tiny_run
+from tests.helpers.exports import check_force_and_failure
+from tests.helpers.runs import tiny_run
 from transformer_mt.config import DecodeConfig
 from transformer_mt.data.tokenizer import BOS, EOS, PAD, source_ids
 from transformer_mt.decoding.pytorch import Translator

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.export_helpers import check_force_and_failure, tiny_run
+from tests.helpers.exports import check_force_and_failure
+from tests.helpers.runs import tiny_run
 from transformer_mt.config import Config
 from transformer_mt.data.tokenizer import BOS, EOS
 from transformer_mt.decoding.ctranslate2 import ExportedTranslator

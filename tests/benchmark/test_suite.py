@@ -15,7 +15,7 @@ from transformer_mt.decoding.search import beam_search, greedy
 from transformer_mt.errors import UserError
 from transformer_mt.model.transformer import Transformer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import bench  # noqa: E402
 

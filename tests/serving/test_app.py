@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.export_helpers import tiny_run
+from tests.helpers.runs import tiny_run
 from transformer_mt.benchmark.server_process import ServerProcess
 from transformer_mt.decoding.pytorch import Translator
 from transformer_mt.serving.paragraphs import Paragraph
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def Server(run: Path | None, *flags: str) -> ServerProcess:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_training_step import ragged_corpus
+from tests.helpers.models import ragged_corpus
 from transformer_mt.benchmark.shape_census import BatchShape, cache_builds, gemm_products, linear_products
 from transformer_mt.benchmark.shapes import profile_updates, turns_census
 from transformer_mt.benchmark.timing import Job
@@ -19,7 +19,7 @@ from transformer_mt.data.batching import Shapes, collate
 from transformer_mt.data.tokenizer import PAD
 from transformer_mt.model.transformer import Transformer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_census_counts_the_products_the_profiler_records():

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from tests.export_helpers import tiny_run
+from tests.helpers.runs import tiny_run
 from transformer_mt.benchmark.load import Histograms, LoadFigure, percentiles, quantile
 from transformer_mt.benchmark.serving import Target, soak_verdict
 from transformer_mt.serving.metrics import BATCH_SECONDS
 from transformer_mt.serving.paragraphs import Paragraph
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_median_read_off_the_servers_histogram_is_within_a_bucket_of_the_true_one():

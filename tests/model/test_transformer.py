@@ -4,23 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transformer_mt.config import ModelConfig
+from tests.helpers.models import naive_attention, tiny, tokens
 from transformer_mt.data.batching import pad_batch
 from transformer_mt.data.tokenizer import BOS, PAD
-from transformer_mt.model.transformer import DecoderCache, Transformer, attend, padding_mask, sinusoidal_positions
-
-VOCAB = 50
-
-
-def tiny(norm_first=True, tie=True, shared=True, dropout=0.0) -> Transformer:
-    torch.manual_seed(0)
-    cfg = ModelConfig(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64, dropout=dropout,
-                      norm_first=norm_first, tie_embeddings=tie, max_positions=64)
-    return Transformer(cfg, VOCAB, VOCAB + (0 if shared else 7), shared_vocab=shared).eval()
-
-
-def tokens(*shape):
-    return torch.randint(4, VOCAB, shape)
+from transformer_mt.model.transformer import DecoderCache, attend, padding_mask, sinusoidal_positions
 
 
 def test_positional_encoding_matches_formula():
@@ -30,15 +17,6 @@ def test_positional_encoding_matches_formula():
             angle = pos / (10000 ** (2 * i / 16))
             assert pe[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-5)
             assert pe[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-5)
-
-
-def naive_attention(q, k, v, keep=None, causal=False):
-    scores = torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(q.size(-1))
-    if causal:
-        scores = scores + torch.full(scores.shape[-2:], float("-inf"), device=scores.device).triu(1)
-    if keep is not None:
-        scores = scores.masked_fill(~keep, float("-inf"))
-    return torch.einsum("bhqk,bhkd->bhqd", torch.softmax(scores, -1), v)
 
 
 def fused_heads(batch, length, heads=3, d=8, dtype=torch.float32):

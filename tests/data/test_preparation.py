@@ -5,8 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import write_jsonl
-from tests.trainer_helpers import small_config
+from tests.helpers.runs import small_config, write_jsonl
 from transformer_mt.data import corpus as corpus_module
 from transformer_mt.data import preparation
 from transformer_mt.data.corpus import DataError, clean_pair

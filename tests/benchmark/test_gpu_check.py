@@ -12,7 +12,7 @@ import torch
 from transformer_mt.benchmark import gpu_check
 from transformer_mt.benchmark.gpu_check import Check, CheckOptions
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_script(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import write_jsonl
+from tests.helpers.runs import write_jsonl
 from transformer_mt.config import DataConfig
 from transformer_mt.data import corpus
 from transformer_mt.data.corpus import BadLines, DataError, clean_pair, iter_pairs, normalise

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from tests.test_model import tiny, tokens
-from tests.trainer_helpers import small_config, small_corpus
+from tests.helpers.models import ragged_corpus, tiny, tokens
+from tests.helpers.runs import small_config, small_corpus
 from transformer_mt.config import TrainConfig
 from transformer_mt.data.batching import Batch
 from transformer_mt.data.tokenizer import BOS, EOS
@@ -164,19 +164,6 @@ def test_batches_prepared_ahead_come_in_order_and_stop_with_the_caller(enabled):
         if item == 3:
             break
     assert made == list(range(4 + enabled))  # at most one made ahead
-
-
-def ragged_corpus(pairs: int = 12, seed: int = 0):
-    """Pairs of random lengths (3 to 13 tokens a side) over tiny()'s vocabulary."""
-    import numpy as np
-
-    from transformer_mt.data.store import EncodedCorpus
-    rng = np.random.default_rng(seed)
-    sides = []
-    for _ in range(2):
-        offsets = np.concatenate([[0], np.cumsum(rng.integers(3, 14, pairs))]).astype(np.int64)
-        sides += [rng.integers(4, 40, int(offsets[-1])).astype(np.uint16), offsets]
-    return EncodedCorpus(*sides)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.trainer_helpers import small_config, small_corpus
+from tests.helpers.runs import small_config, small_corpus
 from transformer_mt.data.batching import collate
 from transformer_mt.errors import StoppedByRank0, UserError
 from transformer_mt.model import checkpoint as checkpoint_module
@@ -25,7 +25,7 @@ from transformer_mt.training.distributed import Distributed
 from transformer_mt.training.loop import Trainer
 from transformer_mt.training.setup import set_up_run, set_up_run_on_every_rank
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

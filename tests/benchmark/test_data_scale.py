@@ -7,7 +7,7 @@ from transformer_mt.benchmark import data_scale
 from transformer_mt.config import TokenizerConfig
 from transformer_mt.data.tokenizer import Tokenizer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_synthetic_corpus_joins_two_sample_pairs_per_line_without_repeating_a_choice(tmp_path):
