@@ -58,11 +58,9 @@ def single_sentences(run: Path, given: str | None) -> list[str]:
     if given:
         path = Path(given)
     else:
-        from transformer_mt.config import load_config
+        from transformer_mt.data.corpus import held_out_files
 
-        folder = open_run(run)
-        data = load_config(folder.config).data
-        path = folder.split_files("test", data.src_lang, data.tgt_lang)[0]
+        path = held_out_files(open_run(run), "test")[0]
     if not path.is_file():
         raise UserError(f"no sentences at {path}: pass --sentences FILE")
     found = [line for line in read_lines(path) if line.strip() and len(Paragraph.of(line).sentences) == 1]
@@ -75,6 +73,7 @@ def backends(run: Path, model: str | None, threads: int) -> list:
     from transformer_mt.benchmark.serving import Backend
     from transformer_mt.decoding.ctranslate2 import ExportedTranslator
     from transformer_mt.decoding.pytorch import Translator
+    from transformer_mt.run_folder import open_run
 
     found = []
     if model != "none":
@@ -84,7 +83,7 @@ def backends(run: Path, model: str | None, threads: int) -> list:
         found.append(Backend(f"ctranslate2 {_quantization(folder)}", ["--model", str(folder)],
                              lambda: ExportedTranslator(folder, "cpu", threads)))
     found.append(Backend("pytorch fp32", ["--run", str(run)],
-                         lambda: Translator.from_args(str(run), None, device="cpu")))
+                         lambda: Translator(open_run(run), device="cpu")))
     return found
 
 

@@ -23,11 +23,11 @@ from transformer_mt.cli import (
     output_path,
     writing,
 )
-from transformer_mt.data.corpus import read_lines
+from transformer_mt.data.corpus import held_out_files, read_lines
 from transformer_mt.decoding.scores import corpus_scores
-from transformer_mt.decoding.translator import TextTranslator
 from transformer_mt.errors import UserError
 from transformer_mt.malloc import retain_freed_memory
+from transformer_mt.run_folder import find_checkpoint
 
 
 def main() -> int:
@@ -47,11 +47,16 @@ def main() -> int:
     output = output_path("--output", args.output) if args.output else None
     check_search_flags(args)
     translator = open_translator(args)
-    sources, references = _inputs(translator, args.src, args.ref)
+    for note in translator.notes:
+        print(note, file=sys.stderr)
+    sources, references = _inputs(args)
     decode = decode_settings(args, translator.decode)
     started = time.perf_counter()
-    hypotheses = [hyps[0].text for hyps in translator.translate(sources, decode)]
+    notes: list[str] = []
+    hypotheses = [hyps[0].text for hyps in translator.translate(sources, decode, notes=notes)]
     seconds = time.perf_counter() - started
+    for note in notes:
+        print(note, file=sys.stderr)
     scores = corpus_scores(hypotheses, references)
     if note := translator.empty_note(sources, hypotheses):
         print(note, file=sys.stderr)
@@ -69,10 +74,13 @@ def main() -> int:
     return 0
 
 
-def _inputs(translator: TextTranslator, src: str | None, refs: list[str] | None) -> tuple[list[str], list[list[str]]]:
+def _inputs(args: argparse.Namespace) -> tuple[list[str], list[list[str]]]:
+    """--src and --ref, or the test split of the run the model flags name (an export has none: refused
+    before the model loads)."""
+    src, refs = args.src, args.ref
     if src is None:
-        cfg = translator.config.data
-        src_path, ref_path = translator.run.split_files("test", cfg.src_lang, cfg.tgt_lang)
+        run, _ = find_checkpoint(args.run, args.checkpoint, args.runs)
+        src_path, ref_path = held_out_files(run, "test")
         src, refs = str(src_path), [str(ref_path)]
     sources = _read_lines(src)
     if not sources:

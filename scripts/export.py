@@ -17,7 +17,7 @@ from pathlib import Path
 from transformer_mt.cli import main_guard
 from transformer_mt.decoding.ctranslate2_folder import QUANTIZATIONS
 from transformer_mt.errors import UserError
-from transformer_mt.run_folder import latest_run, open_run
+from transformer_mt.run_folder import find_checkpoint
 
 
 def main() -> int:
@@ -38,10 +38,7 @@ def main() -> int:
         raise UserError("--quantization is for --format ctranslate2: a transformers export is float32")
     if args.format == "ctranslate2" and args.no_evaluate:
         raise UserError("--no-evaluate is for --format transformers: a CTranslate2 export has no model card")
-    run = open_run(Path(args.run)) if args.run else latest_run(Path(args.runs))
-    checkpoint = Path(args.checkpoint) if args.checkpoint else None
-    if checkpoint is not None and not checkpoint.is_file():
-        raise UserError(f"checkpoint not found: {checkpoint}")
+    run, checkpoint = find_checkpoint(args.run, args.checkpoint, args.runs)  # as translate/evaluate/serve
     if args.format == "transformers":
         return _transformers(run, checkpoint, args)
     quantization = args.quantization or "float32"

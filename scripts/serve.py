@@ -17,6 +17,7 @@ from pathlib import Path
 
 from transformer_mt.cli import add_model_flags, main_guard, open_translator
 from transformer_mt.errors import UserError
+from transformer_mt.serving.settings import BatchingConfig, Limits, ServeConfig
 
 
 def main() -> int:
@@ -25,16 +26,20 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     parser.add_argument("--port", type=int, default=5000)
     batching = parser.add_argument_group("batching across requests")
-    batching.add_argument("--max-batch-tokens", type=int, default=4096, help="source tokens a batch gathers")
-    batching.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
-    batching.add_argument("--queue-size", type=int, default=1024, help="sentences waiting at most; more get 429")
+    batching.add_argument("--max-batch-tokens", type=int, default=BatchingConfig.max_batch_tokens,
+                          help="source tokens a batch gathers")
+    batching.add_argument("--max-wait-ms", type=float, default=BatchingConfig.max_wait_ms,
+                          help="how long a batch waits for more requests")
+    batching.add_argument("--queue-size", type=int, default=BatchingConfig.queue_sentences,
+                          help="sentences waiting at most; more get 429")
     batching.add_argument("--no-batching", action="store_true", help="one request at a time (for comparison)")
     limits = parser.add_argument_group("limits")
-    limits.add_argument("--max-chars", type=int, default=5000, help="characters per request")
-    limits.add_argument("--max-texts", type=int, default=128, help="texts in one request's list")
-    limits.add_argument("--max-body-bytes", type=int, default=1 << 20)
-    limits.add_argument("--timeout", type=float, default=30.0, help="seconds before an unanswered request gets 503")
-    limits.add_argument("--drain-seconds", type=float, default=10.0,
+    limits.add_argument("--max-chars", type=int, default=Limits.max_chars, help="characters per request")
+    limits.add_argument("--max-texts", type=int, default=Limits.max_texts, help="texts in one request's list")
+    limits.add_argument("--max-body-bytes", type=int, default=Limits.max_body_bytes)
+    limits.add_argument("--timeout", type=float, default=Limits.timeout_s,
+                        help="seconds before an unanswered request gets 503")
+    limits.add_argument("--drain-seconds", type=float, default=ServeConfig.drain_seconds,
                         help="at Ctrl-C/SIGTERM, how long accepted requests may take to finish")
     security = parser.add_argument_group("security")
     security.add_argument("--api-keys", type=Path, help="a file of API keys, one per line: requests must carry one")
@@ -42,11 +47,16 @@ def main() -> int:
                           help="an origin whose web pages may call this server (repeatable; default: none)")
     args = parser.parse_args()
     config = _config(args)
-    from transformer_mt.serving.app import create_app
-    from transformer_mt.serving.keys import ApiKeys
+    try:
+        from transformer_mt.serving.app import create_app
+        from transformer_mt.serving.keys import ApiKeys
+    except ImportError as err:
+        raise UserError(f"serving needs the serve extra ({err.name} is missing): pip install -e '.[serve]'") from None
 
     keys = ApiKeys.from_file(args.api_keys)
     translator = open_translator(args)
+    for note in translator.notes:
+        print(note, flush=True)
     import uvicorn
 
     app = create_app(translator, config, keys)
@@ -62,13 +72,7 @@ def main() -> int:
     return 0
 
 
-def _config(args: argparse.Namespace):
-    try:
-        from transformer_mt.serving.app import ServeConfig
-        from transformer_mt.serving.batcher import BatchingConfig
-        from transformer_mt.serving.translation import Limits
-    except ImportError as err:
-        raise UserError(f"serving needs the serve extra ({err.name} is missing): pip install -e '.[serve]'") from None
+def _config(args: argparse.Namespace) -> ServeConfig:
     for flag in ("max_batch_tokens", "queue_size", "max_chars", "max_texts", "max_body_bytes"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")

@@ -28,7 +28,7 @@ from transformer_mt.cli import (
 from transformer_mt.errors import UserError
 from transformer_mt.malloc import retain_freed_memory
 
-if TYPE_CHECKING:  # translating with an export never loads PyTorch, which translator.py imports
+if TYPE_CHECKING:  # translating with an export never loads PyTorch, which decoding/pytorch.py imports
     from transformer_mt.decoding.pytorch import Translator
 
 
@@ -46,13 +46,18 @@ def main() -> int:
     attention = _attention_path(args.attention) if args.attention else None
     check_search_flags(args)
     translator = open_translator(args)
+    for note in translator.notes:
+        print(note, file=sys.stderr)
     decode = decode_settings(args, translator.decode)
     if not 1 <= args.nbest <= decode.beam_size:
         raise UserError(f"--nbest must be between 1 and the beam size ({decode.beam_size})")
     sentences = args.sentences if args.sentences else [line.rstrip("\n") for line in sys.stdin]
     if attention:
         _save_attention(translator, sentences, attention)
-    translations = translator.translate(sentences, decode, args.nbest)
+    notes: list[str] = []
+    translations = translator.translate(sentences, decode, args.nbest, notes)
+    for note in notes:
+        print(note, file=sys.stderr)
     for hyps in translations:
         if args.nbest == 1:
             print(hyps[0].text)

@@ -52,7 +52,9 @@ def test_source_ids_cut_so_that_eos_keeps_a_position():
     assert source_ids([7, 8, 9, 10, 11], 5) == [7, 8, 9, 10, EOS]
 
 
-def test_translators_warn_when_they_cut_a_source(sample_pairs, capsys):
+def test_translators_note_when_they_cut_a_source_and_print_nothing(sample_pairs, capsys):
+    """The note goes back to the caller (a script prints it; a server, whose batches merge requests,
+    says it to the request's client in its own words), never to the process's stderr."""
     from transformer_mt.decoding.translator import TextTranslator
 
     class Encoding(TextTranslator):  # only what encode() needs
@@ -64,7 +66,9 @@ def test_translators_warn_when_they_cut_a_source(sample_pairs, capsys):
     translator.max_positions = 6
     five = translator.tokenizers.src.encode("a b c d e")
     assert len(five) == 5
-    assert translator.encode(["a b c d e"]) == [five + [EOS]]
-    assert capsys.readouterr().err == ""
-    assert translator.encode(["a b c d e f"]) == [five + [EOS]]
-    assert capsys.readouterr().err == "warning: sentence 1 has 6 tokens; truncated to the model's 5\n"
+    notes = []
+    assert translator.encode(["a b c d e"], notes) == [five + [EOS]] and notes == []
+    assert translator.encode(["x", "a b c d e f"], notes) == [translator.encode(["x"])[0], five + [EOS]]
+    assert notes == ["warning: sentence 2 has 6 tokens; truncated to the model's 5"]
+    assert translator.encode(["a b c d e f"]) == [five + [EOS]]  # no list given: the note is dropped
+    assert capsys.readouterr() == ("", "")

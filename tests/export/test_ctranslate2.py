@@ -135,3 +135,24 @@ def test_a_sentence_past_its_limit_is_cut_to_it_as_ours_is(tmp_path, sample_pair
     uncut = theirs.model.translate_batch([[theirs.src_tokens[t] for t in ids] for ids in encoded],
                                          **theirs._options(search, max(limits)))
     assert len(uncut[0].hypotheses[0]) > limits[0] + 1  # decoded past its own limit: the cut is needed
+
+
+def test_a_checkpoint_named_alone_is_exported_with_its_own_runs_tokenizers(tmp_path, sample_pairs):
+    """--checkpoint FILE without --run: the run folder above the checkpoint (as translate, evaluate and
+    serve resolve it), not the latest run under --runs, whose tokenizers are another vocabulary."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    runs = tmp_path / "runs"
+    tiny_run(runs, sample_pairs[:300]).root.rename(runs / "older")
+    latest = tiny_run(runs, sample_pairs[300:700], joint=False)
+    os.utime(latest.last)  # the latest run by its last checkpoint
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "scripts/export.py", "--runs", str(runs), "--checkpoint",
+                             str(runs / "older" / "checkpoints" / "last.pt"), "--output", str(tmp_path / "out")],
+                            cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("tokenizer-src.json", "tokenizer-tgt.json"):
+        assert (tmp_path / "out" / name).read_bytes() == (runs / "older" / name).read_bytes(), name
+    assert read_meta(tmp_path / "out").joint_vocab

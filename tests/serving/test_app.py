@@ -15,6 +15,7 @@ import pytest
 from tests.helpers.runs import tiny_run
 from transformer_mt.benchmark.server_process import ServerProcess
 from transformer_mt.decoding.pytorch import Translator
+from transformer_mt.run_folder import open_run
 from transformer_mt.serving.paragraphs import Paragraph
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ def server(run):
 
 @pytest.fixture(scope="module")
 def ours(run):
-    return Translator.from_args(str(run), None, device="cpu")
+    return Translator(open_run(run), device="cpu")
 
 
 def single(sample_pairs, start: int, count: int) -> list[str]:
@@ -224,7 +225,6 @@ def test_bad_flags_are_one_line_errors(run, tmp_path):
 def test_a_ctranslate2_export_is_served_as_it_translates(run, tmp_path, sample_pairs):
     from transformer_mt.decoding.ctranslate2 import ExportedTranslator
     from transformer_mt.export.ctranslate2 import export_ctranslate2
-    from transformer_mt.run_folder import open_run
 
     export_ctranslate2(open_run(run), None, tmp_path / "ct2", "int8")
     server = Server(None, "--model", str(tmp_path / "ct2"))

@@ -7,8 +7,9 @@ import pytest
 
 from transformer_mt.config import DecodeConfig
 from transformer_mt.decoding.translator import Translation
-from transformer_mt.serving.batcher import Batcher, BatchingConfig, Job, QueueFull
+from transformer_mt.serving.batcher import Batcher, Job, QueueFull
 from transformer_mt.serving.metrics import Metrics
+from transformer_mt.serving.settings import BatchingConfig
 
 
 class Recorder:

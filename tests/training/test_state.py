@@ -19,6 +19,7 @@ from tests.helpers.runs import small_config, small_corpus
 from transformer_mt.data.batching import collate
 from transformer_mt.errors import StoppedByRank0, UserError
 from transformer_mt.model import checkpoint as checkpoint_module
+from transformer_mt.run_folder import open_run
 from transformer_mt.training import setup as run_setup_module
 from transformer_mt.training import step as step_module
 from transformer_mt.training.distributed import Distributed
@@ -378,7 +379,7 @@ def test_average_checkpoints_is_the_mean_and_translates(tmp_path, corpus):
     key = "encoder.0.ffn.0.weight"
     torch.testing.assert_close(averaged["model"][key], sum(s[key] for s in states) / 3)
     assert average_checkpoints(paths)["averaged_from"] == [str(p) for p in paths]
-    translator = Translator(Translator.from_args(str(run), None).run, run / "checkpoints" / "averaged.pt")
+    translator = Translator(open_run(run), run / "checkpoints" / "averaged.pt")
     assert len(translator.translate(["Hello."], replace(translator.decode, beam_size=2))) == 1
     too_many = subprocess.run([sys.executable, "scripts/average_checkpoints.py", "--run", str(run), "--last", "9"],
                               cwd=ROOT, capture_output=True, text=True)

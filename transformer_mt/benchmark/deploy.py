@@ -19,9 +19,11 @@ from pathlib import Path
 import torch
 
 from ..config import ModelConfig, load_config
+from ..data.corpus import held_out_files
 from ..data.tokenizer import PAD
 from ..decoding.ctranslate2_folder import require_ctranslate2
 from ..export.ctranslate2 import save_spec, transformer_spec
+from ..run_folder import open_run
 from .machine import ROOT, cpu_model, log, run_script
 from .records import Spread
 from .systems import DECODE_LENGTH, decoding_job, ours, peer
@@ -86,9 +88,11 @@ def bench_size(name: str, cfg: ModelConfig, vocab: int, batches: list[torch.Tens
 
 def quality(run: Path, threads: int) -> dict:
     """BLEU and seconds on the run's test split: the PyTorch model in fp32, its fp32 and int8 exports."""
+    src, ref = held_out_files(open_run(run), "test")
+
     def evaluate(*model: str, beam: int) -> dict:
         out = run_script("evaluate.py", *model, "--beam-size", str(beam), "--threads", str(threads), "--json",
-                            "--src", str(run / "data" / "test.en"), "--ref", str(run / "data" / "test.fr"))
+                         "--src", str(src), "--ref", str(ref))
         report = json.loads(out)
         return {"bleu": report["bleu"], "chrf": report["chrf"], "seconds": report["seconds"]}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.corpus import read_lines
+from ..data.corpus import read_held_out
 from ..decoding.pytorch import Translator
 from ..decoding.scores import corpus_scores
 
@@ -71,6 +71,5 @@ def measure(translator: Translator, folder: Path, beam_size: int, sources: list[
 
 
 def test_split(translator: Translator) -> tuple[list[str], list[str]]:
-    data = translator.config.data
-    src, ref = translator.run.split_files("test", data.src_lang, data.tgt_lang)
-    return list(read_lines(src)), list(read_lines(ref))
+    pairs = read_held_out(translator.run, "test", translator.config.data)
+    return [s for s, _ in pairs], [r for _, r in pairs]

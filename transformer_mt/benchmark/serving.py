@@ -15,11 +15,12 @@ from datetime import date
 import torch
 
 from ..decoding.translator import TextTranslator
+from ..serving.settings import BatchingConfig
 from .load import Histograms, LoadFigure, batch_figures, load, load_with_health, percentiles
 from .machine import device_name, log, own_cpu_seconds
 from .server_process import ServerProcess
 
-MAX_WAIT_MS = 5.0  # the server's default --max-wait-ms, which the targets are stated against
+MAX_WAIT_MS = BatchingConfig.max_wait_ms  # the server's default, which the targets are stated against
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import torch
 
 from ..config import Config, DataConfig, ModelConfig, RunConfig, TokenizerConfig
 from ..data.batching import Batch, collate, epoch_batches, pad_batch, padding_share, token_batches
-from ..data.corpus import read_split
+from ..data.corpus import read_held_out
 from ..data.tokenizer import source_ids
 from ..training.setup import set_up_run
 from .records import Padding
@@ -30,7 +30,7 @@ class Workload:
         prepared = set_up_run(config, log=lambda *_: None)
         self.tokenizers, self.train_ids = prepared.tokenizers, prepared.train_ids
         self.vocab = self.tokenizers.src.vocab_size
-        test = read_split(*prepared.run.split_files("test", config.data.src_lang, config.data.tgt_lang))
+        test = read_held_out(prepared.run, "test", config.data)
         self.sources = [s for s, _ in test][: 16 if smoke else 256]
         if smoke:
             self.model_cfg = ModelConfig(d_model=64, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=256,

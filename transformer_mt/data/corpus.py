@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..config import DataConfig
+from ..config import DataConfig, load_config
 from ..errors import UserError
+from ..run_folder import RunPaths
 
 SAMPLE_CORPUS = "tatoeba-en-fr-sample.jsonl.gz"
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
@@ -241,3 +242,17 @@ def write_split(pairs: list[Pair], src_path: Path, tgt_path: Path) -> None:
 def read_split(src_path: Path, tgt_path: Path) -> list[Pair]:
     """A held-out split written by write_split (small: it is read whole)."""
     return list(_parallel_pairs(src_path, tgt_path, BadLines()))
+
+
+def held_out_files(run: RunPaths, split: str, data: DataConfig | None = None) -> tuple[Path, Path]:
+    """Where a run folder holds its held-out `split` ("valid" or "test"): source and reference files,
+    named by the run's languages (`data`, or the run's config.yaml)."""
+    data = data or load_config(run.config).data
+    return run.split_files(split, data.src_lang, data.tgt_lang)
+
+
+def read_held_out(run: RunPaths, split: str, data: DataConfig | None = None) -> list[Pair]:
+    """A run's held-out `split` as its preparation wrote it; empty where the run folder has none (an
+    export's run folder copied without its data)."""
+    src, ref = held_out_files(run, split, data)
+    return read_split(src, ref) if src.is_file() and ref.is_file() else []

@@ -29,7 +29,7 @@ from . import corpus
 from .corpus import BadLines, DataError, Pair
 from .splitting import TEST, VALID, Cuts, Selection, SmallestDistinct, Subset, hash_file, source_hashes
 from .store import FORMAT, Manifest, StoreWriter, encode_texts, id_dtype
-from .tokenizer import TokenizerPair
+from .tokenizer import TokenizerPair, token_budget
 
 CHUNK = 20_000
 Log = Callable[[str], None]
@@ -211,8 +211,8 @@ def _encode(work: Path, selection: Selection, tokenizers: TokenizerPair, max_len
     try:
         with _progress("encoding", pairs) as progress:
             for sources, targets in _training_chunks(work, selection):
-                writer.add(encode_texts(tokenizers.src, sources, max_len - 1),
-                           encode_texts(tokenizers.tgt, targets, max_len - 1))
+                writer.add(encode_texts(tokenizers.src, sources, token_budget(max_len)),
+                           encode_texts(tokenizers.tgt, targets, token_budget(max_len)))
                 progress.update(len(sources))
     except BaseException:
         writer.abandon()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .tokenizer import Tokenizer, TokenizerPair
+from .tokenizer import Tokenizer, TokenizerPair, token_budget
 
 FORMAT = 1
 SIDES = ("src", "tgt")
@@ -78,10 +78,10 @@ def _offsets(lengths: np.ndarray, start: int = 0) -> np.ndarray:
 
 
 def encode_pairs(pairs: Sequence[tuple[str, str]], tokenizers: TokenizerPair, max_len: int) -> EncodedCorpus:
-    """A small corpus encoded in memory (validation, tests). Sequences longer than `max_len` - 1
-    tokens are cut so that EOS/BOS still fit the model's positions."""
-    src, src_len = encode_texts(tokenizers.src, [s for s, _ in pairs], max_len - 1)
-    tgt, tgt_len = encode_texts(tokenizers.tgt, [t for _, t in pairs], max_len - 1)
+    """A small corpus encoded in memory (validation, tests), each side cut to the token budget of
+    `max_len` positions (tokenizer.token_budget)."""
+    src, src_len = encode_texts(tokenizers.src, [s for s, _ in pairs], token_budget(max_len))
+    tgt, tgt_len = encode_texts(tokenizers.tgt, [t for _, t in pairs], token_budget(max_len))
     return EncodedCorpus(src, _offsets(src_len), tgt, _offsets(tgt_len))
 
 

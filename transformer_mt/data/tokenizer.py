@@ -74,11 +74,21 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=True).strip()
 
+    def tokens(self) -> list[str]:
+        """Token strings by id (what CTranslate2 and transformers' vocabularies hold)."""
+        return [self.hf.id_to_token(i) for i in range(self.vocab_size)]
+
+
+def token_budget(max_positions: int) -> int:
+    """Tokens a sequence keeps within the model's `max_positions` positions: one position goes to the
+    EOS a source or a training target ends with, or to the BOS a decoder's input starts with. Training
+    data, decoding inputs, search lengths and the server's notes all cut by this."""
+    return max_positions - 1
+
 
 def source_ids(ids: list[int], max_positions: int) -> list[int]:
-    """A sentence's token ids as the encoder reads them when decoding: cut so that EOS still has one
-    of the model's `max_positions` positions, then EOS."""
-    return ids[: max_positions - 1] + [EOS]
+    """A sentence's token ids as the encoder reads them when decoding: cut to the token budget, then EOS."""
+    return ids[: token_budget(max_positions)] + [EOS]
 
 
 def _batches(texts: Iterable[str], size: int = 10000) -> Iterator[list[str]]:

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import DecodeConfig
-from ..data.tokenizer import EOS, TokenizerPair
+from ..data.tokenizer import EOS, TokenizerPair, token_budget
 from ..errors import UserError
 from .ctranslate2_folder import SRC_TOKENIZER, TGT_TOKENIZER, read_meta, require_ctranslate2, vocabulary
 from .search_rules import Hypothesis, length_penalty, output_limit
@@ -37,6 +37,7 @@ class ExportedTranslator(TextTranslator):
     the threads (docs/deployment.md)."""
 
     def __init__(self, folder: Path, device: str = "auto", threads: int = 0):
+        self.notes: list[str] = []
         ct2 = require_ctranslate2()
         meta = read_meta(folder)
         gpus = ct2.get_cuda_device_count()
@@ -52,7 +53,7 @@ class ExportedTranslator(TextTranslator):
             raise UserError(f"CTranslate2 cannot load {folder}: {err}") from None
         self.tokenizers = TokenizerPair.load(folder / SRC_TOKENIZER, folder / TGT_TOKENIZER, meta.joint_vocab)
         self.decode = meta.decode_config
-        self.max_positions, self.max_output = meta.max_positions, meta.max_positions - 1
+        self.max_positions, self.max_output = meta.max_positions, token_budget(meta.max_positions)
         self.checkpoint, self.step, self.quantization = Path(meta.checkpoint), meta.step, meta.quantization
         self.src_tokens = vocabulary(self.tokenizers.src)
         self.tgt_ids = {token: i for i, token in enumerate(vocabulary(self.tokenizers.tgt))}

@@ -67,4 +67,4 @@ def read_meta(folder: Path) -> ExportMeta:
 
 def vocabulary(tokenizer: Tokenizer) -> list[str]:
     """Token strings by id: CTranslate2 reads and writes tokens, we map them to our ids and back."""
-    return [tokenizer.hf.id_to_token(i) for i in range(tokenizer.vocab_size)]
+    return tokenizer.tokens()

@@ -1,4 +1,4 @@
-"""What both decoders (search.py's PyTorch search and exported.py's CTranslate2 one) agree on: what a
+"""What both decoders (search.py's PyTorch search and ctranslate2.py's CTranslate2 one) agree on: what a
 hypothesis is, the length penalty that ranks finished ones, and how long an output may grow.
 
 Plain Python, so that decoding with an export never loads PyTorch.

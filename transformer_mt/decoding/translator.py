@@ -1,18 +1,17 @@
-"""What every translator offers, whatever decodes: the run's PyTorch model (translator.py) or a
-CTranslate2 export (exported.py). Sentences in, their n-best translations out, in input order.
+"""What every translator offers, whatever decodes: the run's PyTorch model (pytorch.py) or a
+CTranslate2 export (ctranslate2.py). Sentences in, their n-best translations out, in input order.
 
 No PyTorch here: translating with an export never loads it.
 """
 from __future__ import annotations
 
 import abc
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import DecodeConfig
-from ..data.tokenizer import TokenizerPair, source_ids
+from ..data.tokenizer import TokenizerPair, source_ids, token_budget
 from ..errors import UserError
 from .search_rules import Hypothesis
 
@@ -33,29 +32,32 @@ class TextTranslator(abc.ABC):
     step: int
     # Batches it decodes at once without slowing one another down (a server decodes that many).
     parallel_batches: int = 1
+    # What loading said (a precision this CPU emulates): the caller shows them, or not.
+    notes: list[str]
 
-    def encode(self, sentences: list[str]) -> list[list[int]]:
+    def encode(self, sentences: list[str], notes: list[str] | None = None) -> list[list[int]]:
+        """Source ids as the encoder reads them; a note for each sentence cut to the model's positions
+        goes to `notes` (the caller's to show: in a server, "sentence N" is N of a merged batch)."""
         for number, sentence in enumerate(sentences, 1):
             try:  # bytes that were not UTF-8 reach us as lone surrogates (Python's surrogateescape)
                 sentence.encode("utf-8")
             except UnicodeEncodeError:
                 raise UserError(f"sentence {number} is not UTF-8 text") from None
-        encoded = []
+        budget, encoded = token_budget(self.max_positions), []
         for number, ids in enumerate(self.tokenizers.src.encode_batch(sentences), 1):
-            source = source_ids(ids, self.max_positions)
-            if len(source) <= len(ids):  # cut: EOS took the place of a token
-                print(f"warning: sentence {number} has {len(ids)} tokens; truncated to the model's "
-                      f"{len(source) - 1}", file=sys.stderr)
-            encoded.append(source)
+            if len(ids) > budget and notes is not None:
+                notes.append(f"warning: sentence {number} has {len(ids)} tokens; truncated to the model's {budget}")
+            encoded.append(source_ids(ids, self.max_positions))
         return encoded
 
-    def translate(self, sentences: list[str], decode: DecodeConfig | None = None,
-                  nbest: int = 1) -> list[list[Translation]]:
+    def translate(self, sentences: list[str], decode: DecodeConfig | None = None, nbest: int = 1,
+                  notes: list[str] | None = None) -> list[list[Translation]]:
         """The `nbest` best translations of each sentence, in input order, searched as `decode` says (default:
-        the run's decode section); an empty sentence gets an empty translation."""
+        the run's decode section); an empty sentence gets an empty translation. Notes on sentences cut
+        to the model's positions are appended to `notes` when one is given."""
         decode = decode or self.decode
         batch_size = decode.batch_size
-        encoded = self.encode(sentences)
+        encoded = self.encode(sentences, notes)
         results: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
         order = sorted((i for i, s in enumerate(sentences) if s.strip()), key=lambda i: len(encoded[i]))
         chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]

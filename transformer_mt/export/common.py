@@ -1,4 +1,4 @@
-"""What every export shares: the checkpoint it reads, and a folder built aside and renamed into place,
+"""What every export shares: a folder built aside and renamed into place,
 so that a failed export leaves nothing that looks finished and an earlier export survives until the new
 one is whole."""
 from __future__ import annotations
@@ -7,35 +7,9 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from ..config import Config, from_dict
-from ..data.tokenizer import TokenizerPair
 from ..errors import UserError
-from ..model import checkpoint as ckpt
-from ..run_folder import RunPaths
-
-
-@dataclass
-class Trained:
-    """A run's checkpoint as an export reads it: weights, config, tokenizers, where it came from."""
-    run: RunPaths
-    path: Path
-    config: Config
-    weights: dict[str, torch.Tensor]
-    tokenizers: TokenizerPair
-    step: int
-
-    @classmethod
-    def load(cls, run: RunPaths, checkpoint: Path | None) -> "Trained":
-        path = checkpoint or run.default_checkpoint()
-        state = ckpt.load(path)
-        config = from_dict(state["config"], origin=str(path))
-        tokenizers = TokenizerPair.load(run.src_tokenizer, run.tgt_tokenizer, state["vocab"]["joint"])
-        return cls(run, path, config, state["model"], tokenizers, state["state"]["step"])
 
 
 def check_output(output: Path, force: bool) -> None:

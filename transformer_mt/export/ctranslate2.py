@@ -26,9 +26,10 @@ from ..decoding.ctranslate2_folder import (
     vocabulary,
 )
 from ..errors import UserError
+from ..model.checkpoint import Trained
 from ..model.transformer import sinusoidal_positions
 from ..run_folder import RunPaths
-from .common import Trained, check_output, staged
+from .common import check_output, staged
 
 
 def export_ctranslate2(run: RunPaths, checkpoint: Path | None, output: Path, quantization: str,

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import DataConfig
-from ..data.corpus import read_lines
+from ..data.corpus import read_held_out
 from ..decoding.scores import corpus_scores
+from ..model.checkpoint import Trained
 from ..run_folder import RunPaths
-from .common import Trained
 
 SAMPLE_CORPUS = ("the Tatoeba English–French sample embedded in transformer-mt (140,000 pairs from "
                  "manythings.org/anki)")
@@ -35,11 +35,10 @@ def evaluate_test_split(run: RunPaths, checkpoint: Path) -> Evaluation | None:
     from ..decoding.pytorch import Translator
 
     translator = Translator(run, checkpoint, device="cpu")
-    data = translator.config.data
-    src, ref = run.split_files("test", data.src_lang, data.tgt_lang)
-    if not (src.is_file() and ref.is_file()):
+    pairs = read_held_out(run, "test", translator.config.data)
+    if not pairs:
         return None
-    sources, references = list(read_lines(src)), list(read_lines(ref))
+    sources, references = [s for s, _ in pairs], [r for _, r in pairs]
     hypotheses = [hyps[0].text for hyps in translator.translate(sources)]
     scores = corpus_scores(hypotheses, [references])
     decode = translator.decode

@@ -34,12 +34,13 @@ import torch
 from torch import Tensor
 
 from ..config import DecodeConfig, ModelConfig
-from ..data.corpus import read_lines
-from ..data.tokenizer import BOS, EOS, PAD, SPECIALS, Tokenizer, TokenizerPair
+from ..data.corpus import read_held_out
+from ..data.tokenizer import BOS, EOS, PAD, SPECIALS, UNK, TokenizerPair
 from ..errors import UserError
+from ..model.checkpoint import Trained
 from ..model.transformer import sinusoidal_positions
 from ..run_folder import RunPaths
-from .common import Trained, check_output, staged
+from .common import check_output, staged
 from .model_card import Evaluation, evaluate_test_split, model_card
 
 # Target tokens in a two-part vocabulary carry this private-use character, which byte-level BPE never
@@ -214,7 +215,7 @@ def hf_tokenizer(tokenizers: TokenizerPair, ids: IdSpace, max_positions: int):
         backend.add_special_tokens([AddedToken(TARGET_MARK + token, special=True) for token in SPECIALS])
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token=SPECIALS[PAD], bos_token=SPECIALS[BOS], eos_token=SPECIALS[EOS],
-        unk_token=SPECIALS[3], model_max_length=max_positions,
+        unk_token=SPECIALS[UNK], model_max_length=max_positions,
         # 4.x would add token_type_ids, which generate refuses, and reset the prefix space to its default.
         model_input_names=["input_ids", "attention_mask"], add_prefix_space=True,
         split_special_tokens=True,  # "<eos>" typed in a sentence is text, as in our tokenizer
@@ -232,15 +233,11 @@ def _source_with_target_tokens(tokenizers: TokenizerPair, ids: IdSpace):
         return backend
     model = json.loads(backend.to_str())["model"]
     vocab = dict(model["vocab"]) | {TARGET_MARK + token: ids.target(i) for i,
-                                    token in enumerate(_tokens(tokenizers.tgt))}
+                                    token in enumerate(tokenizers.tgt.tokens())}
     merges = [tuple(merge.split(" ")) if isinstance(merge, str) else tuple(merge) for merge in model["merges"]]
     backend.model = BPE(vocab=vocab, merges=merges, unk_token=model["unk_token"], fuse_unk=model["fuse_unk"],
                         byte_fallback=model["byte_fallback"], ignore_merges=model["ignore_merges"])
     return backend
-
-
-def _tokens(tokenizer: Tokenizer) -> list[str]:
-    return [tokenizer.hf.id_to_token(i) for i in range(tokenizer.vocab_size)]
 
 
 def generation_config(decode: DecodeConfig, ids: IdSpace, max_positions: int, length_penalty: float):
@@ -268,11 +265,8 @@ def power_exponent(decode: DecodeConfig, lengths: list[int]) -> float:
 
 def validation_target_lengths(trained: Trained) -> list[int]:
     """Tokens (EOS counted) of the run's validation references; none if the run folder has no such split."""
-    data = trained.config.data
-    _, ref = trained.run.split_files("valid", data.src_lang, data.tgt_lang)
-    if not ref.is_file():
-        return []
-    return [len(ids) + 1 for ids in trained.tokenizers.tgt.encode_batch(list(read_lines(ref)))]
+    references = [ref for _, ref in read_held_out(trained.run, "valid", trained.config.data)]
+    return [len(ids) + 1 for ids in trained.tokenizers.tgt.encode_batch(references)]
 
 
 @dataclass

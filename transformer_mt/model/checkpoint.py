@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..config import Config, from_dict
+from ..data.tokenizer import TokenizerPair
 from ..errors import UserError
+from ..run_folder import RunPaths
 
 # What a checkpoint holds and means; raised when that changes, so that an older transformer-mt refuses a
 # newer checkpoint in one line instead of misreading it.
@@ -60,3 +64,25 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         raise CheckpointError(f"{path} is in checkpoint format {version}, which this transformer-mt (format "
                               f"{FORMAT_VERSION}) cannot read: update transformer-mt")
     return state
+
+
+@dataclass
+class Trained:
+    """A run's trained checkpoint, as decoding and every export read it: weights (in CPU memory),
+    config, the run's tokenizers, where it came from and the step it was saved at."""
+    run: RunPaths
+    path: Path
+    config: Config
+    weights: dict[str, torch.Tensor]
+    tokenizers: TokenizerPair
+    step: int
+    vocab: dict[str, Any]  # the vocabulary sizes the model was built with: src, tgt, joint
+
+    @classmethod
+    def load(cls, run: RunPaths, checkpoint: Path | None = None) -> "Trained":
+        """`checkpoint`, or the run's default one (best.pt, else last.pt)."""
+        path = checkpoint or run.default_checkpoint()
+        state = load(path)
+        config = from_dict(state["config"], origin=str(path))
+        tokenizers = TokenizerPair.load(run.src_tokenizer, run.tgt_tokenizer, state["vocab"]["joint"])
+        return cls(run, path, config, state["model"], tokenizers, state["state"]["step"], state["vocab"])

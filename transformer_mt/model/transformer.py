@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..data.tokenizer import PAD
+from ..data.tokenizer import PAD, token_budget
 
 
 def sinusoidal_positions(length: int, d_model: int) -> Tensor:
@@ -298,7 +298,7 @@ class Transformer(nn.Module):
     @property
     def max_output_len(self) -> int:
         """Tokens a search may generate before EOS: the EOS step's input must still have a position."""
-        return self.cfg.max_positions - 1
+        return token_budget(self.cfg.max_positions)
 
     def project(self, hidden: Tensor) -> Tensor:
         return self.output(hidden)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -16,19 +15,12 @@ from starlette.exceptions import HTTPException
 
 from ..decoding.translator import TextTranslator
 from . import libretranslate, native
-from .batcher import Batcher, BatchingConfig
+from .batcher import Batcher
 from .keys import ApiKeys
 from .metrics import Metrics
 from .requests import BadRequest
-from .translation import Limits, Service
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    batching: BatchingConfig = BatchingConfig()
-    limits: Limits = Limits()
-    cors_origins: tuple[str, ...] = ()  # none: no CORS headers, browsers keep other sites out
-    drain_seconds: float = 10.0  # at shutdown, how long queued sentences may take to finish
+from .settings import ServeConfig
+from .translation import Service
 
 
 def create_app(translator: TextTranslator, config: ServeConfig, keys: ApiKeys) -> FastAPI:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ..config import DecodeConfig
 from ..decoding.translator import TextTranslator
 from .metrics import Metrics
+from .settings import BatchingConfig
 
 
 class QueueFull(Exception):
@@ -42,14 +43,6 @@ class Job:
     @property
     def key(self) -> tuple:
         return self.decode, self.nbest
-
-
-@dataclass(frozen=True)
-class BatchingConfig:
-    max_batch_tokens: int = 4096  # source tokens a batch gathers before it is decoded
-    max_wait_ms: float = 5.0  # how long the first job of a batch waits for others
-    queue_sentences: int = 1024  # sentences waiting at most; more get 429
-    batching: bool = True  # False: one job at a time (what servers without batching do)
 
 
 class Batcher:

@@ -7,21 +7,13 @@ import time
 from dataclasses import dataclass
 
 from ..config import DecodeConfig
+from ..data.tokenizer import token_budget
 from ..decoding.translator import TextTranslator, Translation
 from ..errors import UserError
 from .batcher import Batcher, DeadlinePassed, Job, QueueFull, WorkerStopped
 from .paragraphs import Paragraph
 from .requests import BadRequest
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_chars: int = 5000  # characters of one request, all its texts together
-    max_texts: int = 128  # texts in one request's list
-    max_body_bytes: int = 1 << 20
-    max_alternatives: int = 4
-    max_beam: int = 16
-    timeout_s: float = 30.0  # a request not answered by then gets 503
+from .settings import Limits
 
 
 @dataclass
@@ -70,7 +62,7 @@ class Service:
 
     def _cut_notes(self, paragraphs: list[Paragraph], lengths: list[int]) -> list[str]:
         """`lengths`: the source tokens of every sentence of every paragraph, in order."""
-        most, notes, start = self.translator.max_positions - 1, [], 0
+        most, notes, start = token_budget(self.translator.max_positions), [], 0
         for number, paragraph in enumerate(paragraphs, 1):
             mine = lengths[start : start + len(paragraph.sentences)]
             start += len(mine)
@@ -84,7 +76,7 @@ class Service:
                        nbest: int) -> list[list[Translation]]:
         if not sentences:
             return []
-        started, most = time.monotonic(), self.translator.max_positions - 1
+        started, most = time.monotonic(), token_budget(self.translator.max_positions)
         job = Job(sentences, sum(min(n, most) + 1 for n in lengths), decode, nbest, started + self.limits.timeout_s)
         try:
             future = self.batcher.submit(job)

@@ -121,7 +121,7 @@ def _open(run: RunPaths, config: Config) -> PreparedRun:
     if manifest is None:
         raise UserError(f"the prepared corpus in {run.store} is missing or incomplete")
     tokenizers = TokenizerPair.load(run.src_tokenizer, run.tgt_tokenizer, config.tokenizer.joint)
-    valid = corpus.read_split(*run.split_files("valid", config.data.src_lang, config.data.tgt_lang))
+    valid = corpus.read_held_out(run, "valid", config.data)
     return PreparedRun(run, tokenizers, open_store(run.store, manifest), valid, manifest.key, run.has_checkpoints())
 
 
