@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 
 from transformer_mt.cli import main_guard
-from transformer_mt.config import load_config
+from transformer_mt.config import given_keys, load_config
 from transformer_mt.malloc import retain_freed_memory
+from transformer_mt.training.parent import adopt
 
 
 def main() -> int:
@@ -19,24 +20,28 @@ def main() -> int:
     args = parser.parse_args()
     retain_freed_memory()
     config = load_config(args.config, args.overrides)
+    parent = None
+    if config.train.init_from:  # fine-tuning: the parent's model and tokenizers, checked before anything loads
+        config, parent = adopt(config, given_keys(args.config, args.overrides))
     # PyTorch loads (seconds) only once the config is known to be good, so a typo is answered at once.
     import torch
 
     from transformer_mt.model.device import pick_device, pick_precision
     from transformer_mt.training.distributed import Distributed
     from transformer_mt.training.loop import Trainer
-    from transformer_mt.training.setup import set_up_run_on_every_rank
+    from transformer_mt.training.setup import load_start, set_up_run_on_every_rank
 
     # An impossible device or precision fails now, before the corpus loads and the run folder is written.
     pick_precision(config.train.precision, pick_device(config.train.device))
+    start = load_start(parent) if parent else None  # a damaged parent checkpoint: one line, nothing written
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     distributed = Distributed.from_env()
     if distributed.launched():  # even as one process: DDP and the collectives run as with more
         distributed.start(config.train.device, config.train.collective_timeout_s)
     try:
-        prepared = set_up_run_on_every_rank(config, distributed.rank, distributed.world_size)
-        Trainer(config, prepared, distributed).fit()
+        prepared = set_up_run_on_every_rank(config, distributed.rank, distributed.world_size, start=start)
+        Trainer(config, prepared, distributed, start).fit()
     finally:
         distributed.stop()
     return 0

@@ -13,6 +13,7 @@ FLOORS = {"errors": 1, "malloc": 1, "config": 2, "run_folder": 2, "data": 3, "mo
 # Loaded by what must run without PyTorch: decoding an export, the command lines' checks, the GPU check.
 TORCH_FREE = ["config", "errors", "run_folder", "malloc", "data.corpus", "data.tokenizer", "decoding.translator",
               "decoding.search_rules", "decoding.ctranslate2", "decoding.ctranslate2_folder", "serving.settings",
+              "training.parent",
               "benchmark.machine", "benchmark.gpu_check"]
 MAX_SCRIPT_LINES, MAX_FUNCTION_LINES = 120, 60
 

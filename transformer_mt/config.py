@@ -140,11 +140,19 @@ class TrainConfig:
     # null lets it dispatch as it would (docs/gpu-check.md). CPU attention always runs the math kernel.
     sdpa_backends: list[str] | None = None
     collective_timeout_s: float | None = None  # DDP: a collective waiting longer fails; null: PyTorch's default
+    # Fine-tuning (docs/finetuning.md): a run folder (its best.pt, else last.pt) or a checkpoint file whose
+    # weights, model settings and tokenizers this run starts from; null: a model trained from scratch.
+    init_from: str | None = None
+    init_keep: list[str] = field(default_factory=list)  # of the parent's: optimizer, schedule, best
 
     def __post_init__(self) -> None:
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
         for backend in self.sdpa_backends or []:
             _choice("train.sdpa_backends", backend, SDPA_BACKENDS)
+        for kept in self.init_keep:
+            _choice("train.init_keep", kept, ("optimizer", "schedule", "best"))
+        if self.init_keep and not self.init_from:
+            raise ConfigError.of_value("train.init_keep", "keeps parts of a parent: set train.init_from too")
         if self.sdpa_backends is not None and not self.sdpa_backends:
             raise ConfigError.of_value("train.sdpa_backends", "name at least one kernel, or null for PyTorch's choice")
         _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
@@ -239,6 +247,14 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not config.run.name:
         config.run.name = path.stem
     return config
+
+
+def given_keys(path: str | Path, overrides: list[str] | None = None) -> set[str]:
+    """The dotted keys a config file and its overrides set (not left to their defaults); read after
+    load_config has checked them."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    keys = {f"{section}.{key}" for section, values in raw.items() if isinstance(values, dict) for key in values}
+    return keys | {item.partition("=")[0].strip() for item in overrides or []}
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:

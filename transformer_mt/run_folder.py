@@ -1,6 +1,7 @@
 """The layout of a run folder: everything needed to continue training or to translate."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,11 @@ class RunPaths:
     @property
     def data(self) -> Path:
         return self.root / "data"
+
+    @property
+    def lineage(self) -> Path:
+        """A fine-tuned run's parent, and its parent's (training/parent.py)."""
+        return self.root / "parent.json"
 
     def split_files(self, split: str, src_lang: str, tgt_lang: str) -> tuple[Path, Path]:
         return self.data / f"{split}.{src_lang}", self.data / f"{split}.{tgt_lang}"
@@ -98,3 +104,23 @@ def find_checkpoint(run_dir: str | None, checkpoint: str | None,
         except UserError:
             raise UserError(f"{path} is not in a run folder's checkpoints/: name its run folder with --run") from None
     return (open_run(Path(run_dir)) if run_dir else latest_run(Path(runs_root))), None
+
+
+def read_lineage(run: RunPaths) -> dict | None:
+    """What a fine-tuned run records of its parent (training/parent.py); None for a run from scratch."""
+    path = run.lineage
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_lineage(run: RunPaths, lineage: dict) -> None:
+    run.lineage.write_text(json.dumps(lineage, indent=1) + "\n")
+
+
+def lineage_markdown(lineage: dict | None) -> str:
+    """The chain of parents, newest first, as Markdown lines (TensorBoard's text tab, model cards)."""
+    lines = []
+    while lineage:
+        lines.append(f"- fine-tuned from `{lineage['checkpoint']}` (step {lineage['step']}, "
+                     f"sha256 `{lineage['sha256'][:16]}…`)")
+        lineage = lineage.get("parent")
+    return "\n".join(lines)

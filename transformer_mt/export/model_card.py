@@ -10,7 +10,7 @@ from ..config import DataConfig
 from ..data.corpus import read_held_out
 from ..decoding.scores import corpus_scores
 from ..model.checkpoint import Trained
-from ..run_folder import RunPaths
+from ..run_folder import RunPaths, lineage_markdown, read_lineage
 
 SAMPLE_CORPUS = ("the Tatoeba English–French sample embedded in transformer-mt (140,000 pairs from "
                  "manythings.org/anki)")
@@ -62,8 +62,9 @@ def model_card(trained: Trained, model_class: str, shared_ids: bool, evaluation:
                          library_name="transformers", pipeline_tag="translation", tags=["translation",
                                                                                         "transformer-mt"],
                          datasets=datasets or None, model_name=name, eval_results=results or None)
-    body = "\n\n".join([_summary(trained, model_class), _data_section(config.data), _training_section(trained),
-                        _results_section(evaluation, length_penalty), _usage_section(shared_ids)])
+    sections = [_summary(trained, model_class), _lineage_section(trained), _data_section(config.data),
+                _training_section(trained), _results_section(evaluation, length_penalty), _usage_section(shared_ids)]
+    body = "\n\n".join(section for section in sections if section)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n")
 
 
@@ -86,6 +87,12 @@ def _summary(trained: Trained, model_class: str) -> str:
             f"{m.decoder_layers} layers, d_model {m.d_model}, {m.n_heads} heads, feed-forward {m.d_ff}, {norm}, "
             f"sinusoidal positions, at most {m.max_positions} tokens a side. Checkpoint `{trained.path.name}`, "
             f"step {trained.step}.")
+
+
+def _lineage_section(trained: Trained) -> str | None:
+    """Where a fine-tuned model comes from: its parent, and the parent's parents."""
+    lineage = read_lineage(trained.run)
+    return f"## Lineage\n\n{lineage_markdown(lineage)}" if lineage else None
 
 
 def _data_section(data: DataConfig) -> str:

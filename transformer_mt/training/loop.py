@@ -24,8 +24,10 @@ from ..model.device import (
     slow_precision_warning,
 )
 from ..model.transformer import Transformer, count_parameters
+from ..run_folder import lineage_markdown
 from .checkpoints import Checkpoints
 from .distributed import Distributed
+from .parent import Start
 from .reporting import Report
 from .setup import PreparedRun
 from .state import TrainState, own_rng_state, rng_state, set_rng_state
@@ -50,7 +52,8 @@ def prepared_ahead(items: Iterator[T], enabled: bool) -> Iterator[T]:
 
 
 class Trainer:
-    def __init__(self, config: Config, prepared: PreparedRun, distributed: Distributed | None = None):
+    def __init__(self, config: Config, prepared: PreparedRun, distributed: Distributed | None = None,
+                 start: Start | None = None):
         self.config, self.prepared = config, prepared
         self.dist = distributed or Distributed()
         tc, tokenizers = config.train, prepared.tokenizers
@@ -69,6 +72,8 @@ class Trainer:
         self._signals = 0
         if prepared.resumed:
             self._restore()
+        elif start is not None:
+            self._start_from(start)
 
     def fit(self) -> TrainState:
         """Train until a stop reason (a budget, early stopping, Ctrl-C); validate and save at the end."""
@@ -202,6 +207,18 @@ class Trainer:
         self.updater.load_state_dict(state)
         set_rng_state(own_rng_state(state["rng"], self.dist.rank), self.device)
         self.state = TrainState(**state["state"])
+
+    def _start_from(self, start: Start) -> None:
+        """A fine-tuning's first state: the parent's weights, and what train.init_keep keeps of the rest
+        (the optimiser's moments, the schedule where it stopped, the best BLEU); the step count starts
+        at 0 and every other counter afresh."""
+        keep = self.config.train.init_keep
+        self.updater.start_from(start.state, optimizer="optimizer" in keep, schedule="schedule" in keep)
+        if "best" in keep:
+            self.state.best_bleu = start.state["state"]["best_bleu"]
+        self.report.message(f"fine-tuning from {start.parent.checkpoint} (step {start.lineage['step']})"
+                            + (f", keeping its {', '.join(keep)}" if keep else ""))
+        self.report.text("run/lineage", lineage_markdown(start.lineage))
 
     def _finish(self, reason: str) -> None:
         if self.state.step % self.config.train.valid_every != 0 or self.state.step == 0:

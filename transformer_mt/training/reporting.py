@@ -61,6 +61,11 @@ class Report:
         if self.writer:
             self.writer.close()
 
+    def text(self, tag: str, markdown: str) -> None:
+        """A note for TensorBoard's text tab (the run's lineage)."""
+        if self.writer:
+            self.writer.add_text(tag, markdown, 0)
+
     def message(self, text: str) -> None:
         if self.is_main:
             tqdm.write(text)

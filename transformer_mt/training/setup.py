@@ -21,7 +21,9 @@ from ..data.preparation import inputs_fingerprint, prepare_corpus
 from ..data.store import EncodedCorpus, open_store, read_manifest
 from ..data.tokenizer import TokenizerPair
 from ..errors import StoppedByRank0, UserError
-from ..run_folder import RunPaths
+from ..model import checkpoint
+from ..run_folder import RunPaths, read_lineage, write_lineage
+from .parent import Parent, Start, tokenizer_fit
 
 
 @dataclass
@@ -34,8 +36,9 @@ class PreparedRun:
     resumed: bool
 
 
-def set_up_run(config: Config, is_main: bool = True, log=print) -> PreparedRun:
-    """Rank 0 (`is_main`) sets the folder up; other ranks open what it wrote."""
+def set_up_run(config: Config, is_main: bool = True, log=print, start: Start | None = None) -> PreparedRun:
+    """Rank 0 (`is_main`) sets the folder up; other ranks open what it wrote. A run that `start`s from
+    a parent (fine-tuning) reads its corpus with the parent's tokenizers, copied into its folder."""
     run = RunPaths(Path(config.run.root) / config.run.name)
     if not is_main:
         return _open(run, config)
@@ -55,15 +58,16 @@ def set_up_run(config: Config, is_main: bool = True, log=print) -> PreparedRun:
         if config.train.resume:
             log(f"nothing to resume in {run.root}: starting a new run")
         manifest = read_manifest(run.store)
-        if manifest is not None and manifest.inputs == inputs_fingerprint(config):
+        if manifest is not None and manifest.inputs == inputs_fingerprint(config) and _same_start(run, start):
             log(f"reusing the corpus prepared in {run.data} ({manifest.pairs} training pairs)")
             save_config(config, run.config)
         else:
-            _prepare_new(run, config, log)
+            _prepare_new(run, config, log, start)
     return _open(run, config)
 
 
-def set_up_run_on_every_rank(config: Config, rank: int, world_size: int, poll_seconds: float = 0.5) -> PreparedRun:
+def set_up_run_on_every_rank(config: Config, rank: int, world_size: int, poll_seconds: float = 0.5,
+                             start: Start | None = None) -> PreparedRun:
     """Rank 0 prepares the run folder while the other ranks wait, then they open what it wrote.
 
     They wait by polling a key on the process group's store, not in a collective: preparing a large
@@ -71,13 +75,13 @@ def set_up_run_on_every_rank(config: Config, rank: int, world_size: int, poll_se
     bad input (a trained run in the way, a missing corpus), the others learn it from the key and raise
     StoppedByRank0 instead of dying in a barrier: the error is printed once."""
     if world_size == 1:
-        return set_up_run(config)
+        return set_up_run(config, start=start)
     store = torch.distributed.distributed_c10d._get_default_store()
     key = f"transformer_mt/prepared/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
     if rank == 0:
         outcome = "failed"
         try:
-            prepared = set_up_run(config)
+            prepared = set_up_run(config, start=start)
             outcome = "ready"
         finally:
             store.set(key, outcome)
@@ -89,7 +93,7 @@ def set_up_run_on_every_rank(config: Config, rank: int, world_size: int, poll_se
     return set_up_run(config, is_main=False, log=lambda *_: None)
 
 
-def _prepare_new(run: RunPaths, config: Config, log) -> None:
+def _prepare_new(run: RunPaths, config: Config, log, start: Start | None) -> None:
     if config.data.source != "hub":
         corpus.corpus_files(config.data)  # a missing corpus file is an error before any folder is made
     log(f"preparing the corpus ({_describe(config)})")
@@ -102,9 +106,38 @@ def _prepare_new(run: RunPaths, config: Config, log) -> None:
 
     def build() -> None:
         save_config(config, run.config)
-        prepare_corpus(config, run, None, log)
+        if start is None:
+            prepare_corpus(config, run, None, log)
+            return
+        start.parent.copy_tokenizers(run)
+        write_lineage(run, start.lineage)
+        tokenizers = TokenizerPair.load(run.src_tokenizer, run.tgt_tokenizer, config.tokenizer.joint)
+        prepare_corpus(config, run, tokenizers, log)
+        log(tokenizer_fit(start.parent, run, tokenizers, config.data))
 
     _cleaning_up_on_failure(run.root, build)
+
+
+def _same_start(run: RunPaths, start: Start | None) -> bool:
+    """Whether a prepared folder was prepared for this start: from scratch, or with this parent's tokenizers."""
+    if start is None:
+        return read_lineage(run) is None
+    return read_lineage(run) is not None and start.parent.same_tokenizers(run)
+
+
+def load_start(parent: Parent) -> Start:
+    """The parent's checkpoint, read into CPU memory and checked against its run folder: a damaged
+    checkpoint, or one holding another model than its folder's config and tokenizers describe, is one
+    line before anything is written."""
+    state = checkpoint.load(parent.checkpoint)
+    saved = from_dict(state["config"], origin=str(parent.checkpoint))
+    tokenizers = TokenizerPair.load(parent.run.src_tokenizer, parent.run.tgt_tokenizer, state["vocab"]["joint"])
+    sizes = (tokenizers.src.vocab_size, tokenizers.tgt.vocab_size, parent.config.tokenizer.joint)
+    if saved.model != parent.config.model or sizes != (state["vocab"]["src"], state["vocab"]["tgt"],
+                                                         state["vocab"]["joint"]):
+        raise UserError(f"train.init_from: {parent.checkpoint} holds another model or vocabulary than its run "
+                        f"folder {parent.run.root} describes")
+    return Start(parent, state, parent.lineage(state["state"]["step"]))
 
 
 def _cleaning_up_on_failure(folder: Path, work) -> None:

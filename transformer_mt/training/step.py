@@ -106,6 +106,20 @@ class Updater:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
 
+    def start_from(self, state: dict, optimizer: bool, schedule: bool) -> None:
+        """A parent's weights; its optimiser moments and schedule only where kept. Kept moments come with
+        this run's hyperparameters (learning rate, betas, decay), not the parent's."""
+        self.model.load_state_dict(state["model"])
+        if optimizer:
+            mine = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
+            self.optimizer.load_state_dict(state["optimizer"])
+            for group, settings in zip(self.optimizer.param_groups, mine):
+                group.update(settings)
+        if schedule:  # the parent's curve where it stopped, its learning rate for the next update
+            self.scheduler.load_state_dict(state["scheduler"])
+            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+                group["lr"] = lr
+
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
