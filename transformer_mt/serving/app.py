@@ -22,6 +22,8 @@ from .requests import BadRequest
 from .settings import ServeConfig
 from .translation import Service
 
+PAGE = Path(__file__).with_name("page.html")  # the web page, served by the app itself
+
 
 def create_app(translator: TextTranslator, config: ServeConfig, keys: ApiKeys) -> FastAPI:
     metrics = Metrics()
@@ -45,9 +47,6 @@ def create_app(translator: TextTranslator, config: ServeConfig, keys: ApiKeys) -
     _errors(app)
     app.add_middleware(Measured, metrics=metrics)
     return app
-
-
-PAGE = Path(__file__).with_name("page.html")
 
 
 def _operations(app: FastAPI, batcher: Batcher, metrics: Metrics) -> None:

@@ -44,6 +44,12 @@ class Distributed:
         timeout = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s else {}
         dist.init_process_group("nccl" if use_nccl else "gloo", **timeout)
 
+    @staticmethod
+    def store() -> dist.Store:
+        """The process group's key-value store, for waiting outside any collective (training/setup.py).
+        PyTorch offers no public accessor for the default group's store: this private one is confined here."""
+        return dist.distributed_c10d._get_default_store()
+
     def stop(self) -> None:
         if self.grouped:
             dist.destroy_process_group()

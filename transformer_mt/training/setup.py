@@ -12,8 +12,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch.distributed
-
 from ..config import Config, from_dict, save_config
 from ..data import corpus
 from ..data.corpus import Pair
@@ -23,6 +21,7 @@ from ..data.tokenizer import TokenizerPair
 from ..errors import StoppedByRank0, UserError
 from ..model import checkpoint
 from ..run_folder import RunPaths, read_lineage, write_lineage
+from .distributed import Distributed
 from .parent import Parent, Start, tokenizer_fit
 
 
@@ -61,6 +60,8 @@ def set_up_run(config: Config, is_main: bool = True, log=print, start: Start | N
         if manifest is not None and manifest.inputs == inputs_fingerprint(config) and _same_start(run, start):
             log(f"reusing the corpus prepared in {run.data} ({manifest.pairs} training pairs)")
             save_config(config, run.config)
+            if start is not None:  # the same parent's tokenizers; perhaps another of its checkpoints
+                write_lineage(run, start.lineage)
         else:
             _prepare_new(run, config, log, start)
     return _open(run, config)
@@ -76,7 +77,7 @@ def set_up_run_on_every_rank(config: Config, rank: int, world_size: int, poll_se
     StoppedByRank0 instead of dying in a barrier: the error is printed once."""
     if world_size == 1:
         return set_up_run(config, start=start)
-    store = torch.distributed.distributed_c10d._get_default_store()
+    store = Distributed.store()
     key = f"transformer_mt/prepared/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
     if rank == 0:
         outcome = "failed"
