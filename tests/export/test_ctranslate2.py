@@ -13,7 +13,7 @@ from tests.helpers.runs import tiny_run
 from transformer_mt.config import Config
 from transformer_mt.data.tokenizer import BOS, EOS
 from transformer_mt.decoding.ctranslate2 import ExportedTranslator
-from transformer_mt.decoding.ctranslate2_folder import META, read_meta, require_ctranslate2, vocabulary
+from transformer_mt.decoding.ctranslate2_folder import META, read_meta, require_ctranslate2
 from transformer_mt.decoding.pytorch import Translator
 from transformer_mt.errors import UserError
 from transformer_mt.export.ctranslate2 import export_ctranslate2
@@ -41,7 +41,7 @@ def test_per_token_log_probabilities_equal_pytorch_teacher_forcing(exported, sam
     pairs = sample_pairs[600:620]
     sources = ours.encode([s for s, _ in pairs])
     targets = [ours.tokenizers.tgt.encode(t)[:40] for _, t in pairs]
-    src_vocab, tgt_vocab = vocabulary(ours.tokenizers.src), vocabulary(ours.tokenizers.tgt)
+    src_vocab, tgt_vocab = ours.tokenizers.src.tokens(), ours.tokenizers.tgt.tokens()
     scored = theirs.score_batch([[src_vocab[i] for i in s] for s in sources],
                                 [[tgt_vocab[i] for i in t] for t in targets],
                                 max_input_length=0)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .machine import ROOT, stop_tree
+from .machine import ROOT, run_bounded
 
 STAGES = ("tests", "matmul", "training", "bench")
 # Import name → distribution: what the check needs, and what the bench's peer needs.
@@ -157,16 +157,13 @@ class Check:
         or the check's deadline, whichever comes first."""
         timeout = max(1.0, min(cap, self.seconds_left()))
         self._log(f"\n$ {' '.join(command)}\n")
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True, start_new_session=True)
         try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            stdout, stderr = stop_tree(process)
-            self._log(stdout + stderr + f"\n(stopped after {timeout:.0f} s)\n")
+            result = run_bounded(command, timeout, cwd=ROOT, env=env)
+        except subprocess.TimeoutExpired as err:
+            self._log((err.stdout or "") + (err.stderr or "") + f"\n(stopped after {timeout:.0f} s)\n")
             raise subprocess.TimeoutExpired(command, timeout) from None
-        self._log(stdout + stderr)
-        return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+        self._log(result.stdout + result.stderr)
+        return result
 
     def tests(self, env: dict[str, str]) -> dict:
         """On CUDA every test of tests/test_cuda.py (or those --pytest-args select) must run and pass;

@@ -26,7 +26,7 @@ from pathlib import Path
 from ..config import DecodeConfig
 from ..data.tokenizer import EOS, TokenizerPair, token_budget
 from ..errors import UserError
-from .ctranslate2_folder import SRC_TOKENIZER, TGT_TOKENIZER, read_meta, require_ctranslate2, vocabulary
+from .ctranslate2_folder import SRC_TOKENIZER, TGT_TOKENIZER, read_meta, require_ctranslate2
 from .search_rules import Hypothesis, length_penalty, output_limit
 from .translator import TextTranslator
 
@@ -55,8 +55,8 @@ class ExportedTranslator(TextTranslator):
         self.decode = meta.decode_config
         self.max_positions, self.max_output = meta.max_positions, token_budget(meta.max_positions)
         self.checkpoint, self.step, self.quantization = Path(meta.checkpoint), meta.step, meta.quantization
-        self.src_tokens = vocabulary(self.tokenizers.src)
-        self.tgt_ids = {token: i for i, token in enumerate(vocabulary(self.tokenizers.tgt))}
+        self.src_tokens = self.tokenizers.src.tokens()
+        self.tgt_ids = {token: i for i, token in enumerate(self.tokenizers.tgt.tokens())}
 
     def _search(self, batch: list[list[int]], decode: DecodeConfig, nbest: int) -> list[list[Hypothesis]]:
         return next(self._search_batches([batch], decode, nbest))

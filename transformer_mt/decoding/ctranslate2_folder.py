@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import DecodeConfig
-from ..data.tokenizer import Tokenizer
 from ..errors import UserError
 
 FORMAT = 1
@@ -63,8 +62,3 @@ def read_meta(folder: Path) -> ExportMeta:
         if not (folder / name).is_file():
             raise UserError(f"{folder} is incomplete: {name} is missing (export the run again)")
     return meta
-
-
-def vocabulary(tokenizer: Tokenizer) -> list[str]:
-    """Token strings by id: CTranslate2 reads and writes tokens, we map them to our ids and back."""
-    return tokenizer.tokens()

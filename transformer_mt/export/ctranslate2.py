@@ -23,7 +23,6 @@ from ..decoding.ctranslate2_folder import (
     TGT_TOKENIZER,
     ExportMeta,
     require_ctranslate2,
-    vocabulary,
 )
 from ..errors import UserError
 from ..model.checkpoint import Trained
@@ -39,8 +38,8 @@ def export_ctranslate2(run: RunPaths, checkpoint: Path | None, output: Path, qua
     check_output(output, force)
     trained = Trained.load(run, checkpoint)
     tokenizers = trained.tokenizers
-    spec = transformer_spec(trained.config.model, trained.weights, vocabulary(tokenizers.src),
-                            vocabulary(tokenizers.tgt))
+    spec = transformer_spec(trained.config.model, trained.weights, tokenizers.src.tokens(),
+                            tokenizers.tgt.tokens())
     meta = ExportMeta(asdict(trained.config.decode), trained.config.model.max_positions, tokenizers.joint,
                       str(trained.path), trained.step, quantization)
     with staged(output) as staging:
@@ -70,7 +69,7 @@ def _check_runnable(ct2, quantization: str) -> None:
 def transformer_spec(cfg: ModelConfig, weights: dict[str, torch.Tensor], src_tokens: list[str],
                      tgt_tokens: list[str]):
     """Our Transformer as a CTranslate2 TransformerSpec, weight by weight; the vocabularies are the token
-    strings by id (vocabulary())."""
+    strings by id (Tokenizer.tokens())."""
     from ctranslate2.specs import common_spec
     from ctranslate2.specs import transformer_spec as ts
 

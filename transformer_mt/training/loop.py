@@ -24,7 +24,6 @@ from ..model.device import (
     slow_precision_warning,
 )
 from ..model.transformer import Transformer, count_parameters
-from ..run_folder import lineage_markdown
 from .checkpoints import Checkpoints
 from .distributed import Distributed
 from .parent import Start
@@ -209,16 +208,13 @@ class Trainer:
         self.state = TrainState(**state["state"])
 
     def _start_from(self, start: Start) -> None:
-        """A fine-tuning's first state: the parent's weights, and what train.init_keep keeps of the rest
-        (the optimiser's moments, the schedule where it stopped, the best BLEU); the step count starts
-        at 0 and every other counter afresh."""
+        """A fine-tuning's first state: the parent's weights and what train.init_keep keeps (moments,
+        schedule, best BLEU); the step count and every other counter start afresh."""
         keep = self.config.train.init_keep
         self.updater.start_from(start.state, optimizer="optimizer" in keep, schedule="schedule" in keep)
         if "best" in keep:
             self.state.best_bleu = start.state["state"]["best_bleu"]
-        self.report.message(f"fine-tuning from {start.parent.checkpoint} (step {start.lineage['step']})"
-                            + (f", keeping its {', '.join(keep)}" if keep else ""))
-        self.report.text("run/lineage", lineage_markdown(start.lineage))
+        self.report.fine_tuning(start.lineage, keep)
 
     def _finish(self, reason: str) -> None:
         if self.state.step % self.config.train.valid_every != 0 or self.state.step == 0:

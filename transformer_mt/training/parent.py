@@ -9,17 +9,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from ..config import Config, ConfigError, DataConfig, from_dict
+from ..config import Config, ConfigError, DataConfig, load_config
 from ..data.corpus import read_held_out
 from ..data.tokenizer import Tokenizer, TokenizerPair
 from ..errors import UserError
 from ..run_folder import RunPaths, open_run, read_lineage
 
-# What init_keep may carry over besides the weights: the optimiser's moments, the learning-rate
-# schedule where the parent left it, and the parent's best validation BLEU (for best.pt and patience).
-KEEPABLE = ("optimizer", "schedule", "best")
 # Tokenizer settings that decide the vocabulary a parent's model was trained on.
 VOCABULARY_KEYS = ("vocab_size", "joint")
 FIT_WARNING = 1.25  # tokens per word on the new corpus over the parent's own: above it, say it fits badly
@@ -71,8 +66,8 @@ def find_parent(init_from: str) -> Parent:
         if not tokenizer.is_file():
             raise UserError(f"train.init_from: {run.root} has no {tokenizer.name}")
     try:
-        config = from_dict(yaml.safe_load(run.config.read_text()) or {}, origin=str(run.config))
-    except (ConfigError, yaml.YAMLError) as err:
+        config = load_config(run.config)
+    except ConfigError as err:
         raise UserError(f"train.init_from: {run.config} cannot be read ({err})") from None
     return Parent(run, checkpoint, config)
 
@@ -92,8 +87,7 @@ def adopt(config: Config, given: set[str]) -> tuple[Config, Parent | None]:
     (`given`, dotted keys) that contradicts them is refused, naming the key."""
     run = RunPaths(Path(config.run.root) / config.run.name)
     if config.train.resume and run.has_checkpoints():
-        saved = from_dict(yaml.safe_load(run.config.read_text()) or {}, origin=str(run.config))
-        return _take_over(config, saved, str(run.root), given), None
+        return _take_over(config, load_config(run.config), str(run.root), given), None
     parent = find_parent(config.train.init_from)
     return _take_over(config, parent.config, f"the parent {parent.run.root}", given), parent
 

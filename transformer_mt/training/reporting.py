@@ -9,6 +9,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from ..run_folder import lineage_markdown
 from .step import UpdateResult
 from .validation import ValidationResult
 
@@ -61,10 +62,12 @@ class Report:
         if self.writer:
             self.writer.close()
 
-    def text(self, tag: str, markdown: str) -> None:
-        """A note for TensorBoard's text tab (the run's lineage)."""
+    def fine_tuning(self, lineage: dict, keep: list[str]) -> None:
+        """Where a fine-tuning starts, on screen and in TensorBoard's text tab (the whole lineage)."""
+        self.message(f"fine-tuning from {lineage['checkpoint']} (step {lineage['step']})"
+                     + (f", keeping its {', '.join(keep)}" if keep else ""))
         if self.writer:
-            self.writer.add_text(tag, markdown, 0)
+            self.writer.add_text("run/lineage", lineage_markdown(lineage), 0)
 
     def message(self, text: str) -> None:
         if self.is_main:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config, from_dict, save_config
+from ..config import Config, from_dict, load_config, save_config
 from ..data import corpus
 from ..data.corpus import Pair
 from ..data.preparation import inputs_fingerprint, prepare_corpus
@@ -160,9 +160,7 @@ def _open(run: RunPaths, config: Config) -> PreparedRun:
 
 
 def _check_same_model(run: RunPaths, config: Config) -> None:
-    import yaml
-
-    saved = from_dict(yaml.safe_load(run.config.read_text()), origin=str(run.config))
+    saved = load_config(run.config)
     for section in ("data", "tokenizer", "model"):
         if getattr(saved, section) != getattr(config, section):
             raise UserError(f"cannot resume {run.root}: its {section} settings differ from this config's")
