@@ -2,6 +2,7 @@
 """Translate a source file and score it: corpus BLEU and chrF (sacreBLEU settings, 13a tokenisation).
 
   python scripts/evaluate.py --run runs/sample                        the run's own saved test split
+  python scripts/evaluate.py --run runs/mixed --corpus captions       one corpus's test split (data.corpora)
   python scripts/evaluate.py --run runs/sample --src test.en --ref test.fr [--ref test2.fr ...] --json
   python scripts/evaluate.py --model exports/sample-ct2 --src test.en --ref test.fr     a CTranslate2 export
 """
@@ -35,6 +36,7 @@ def main() -> int:
     add_model_flags(parser)
     parser.add_argument("--src", help="source sentences, one per line (default: the run's data/test split)")
     parser.add_argument("--ref", action="append", help="reference translations, one per line; repeat for more")
+    parser.add_argument("--corpus", help="a run of several corpora (data.corpora): score this one's test split")
     add_search_flags(parser)
     parser.add_argument("--output", help="write the translations here, one per line")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -42,6 +44,8 @@ def main() -> int:
     retain_freed_memory()
     if (args.src is None) != (args.ref is None):
         raise UserError("give --src and --ref together, or neither (the run's test split)")
+    if args.corpus and args.src is not None:
+        raise UserError("--corpus names a run's own test split: leave out --src and --ref")
     if args.model and args.src is None:
         raise UserError("an export holds no test split: give --src and --ref with --model")
     output = output_path("--output", args.output) if args.output else None
@@ -80,7 +84,7 @@ def _inputs(args: argparse.Namespace) -> tuple[list[str], list[list[str]]]:
     src, refs = args.src, args.ref
     if src is None:
         run, _ = find_checkpoint(args.run, args.checkpoint, args.runs)
-        src_path, ref_path = held_out_files(run, "test")
+        src_path, ref_path = held_out_files(run, "test", corpus=args.corpus)
         src, refs = str(src_path), [str(ref_path)]
     sources = _read_lines(src)
     if not sources:

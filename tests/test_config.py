@@ -101,3 +101,46 @@ def test_boundary_values_are_accepted():
     assert config.train.clip_norm == 0.0 and config.tokenizer.vocab_size == 260
     config = apply_overrides(Config(), ["train.sdpa_backends=[flash,efficient]", "train.collective_timeout_s=120"])
     assert config.train.sdpa_backends == ["flash", "efficient"] and config.train.collective_timeout_s == 120
+
+
+CORPORA = """data:
+  corpora:
+    - {source: files, files: [captions.jsonl.gz], weight: 3}
+    - {source: sample}
+"""
+
+
+def test_weighted_corpora_are_typed_named_and_survive_a_save(tmp_path):
+    from transformer_mt.config import CorpusConfig, save_config
+
+    config = load_config(write(tmp_path, CORPORA))
+    assert config.data.mixed and [c.name for c in config.data.mixture()] == ["captions", "sample"]
+    assert all(isinstance(c, CorpusConfig) for c in config.data.corpora) and config.data.corpora[0].weight == 3.0
+    save_config(config, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml").data == config.data
+    one = load_config(write(tmp_path, "data:\n  source: sample\n", "one.yaml")).data
+    assert not one.mixed and [(c.name, c.source, c.weight) for c in one.mixture()] == [("sample", "sample", 1.0)]
+    reading = config.data.reading(config.data.mixture()[0])
+    assert (reading.source, reading.files, reading.corpora, reading.max_words) == (
+        "files", ["captions.jsonl.gz"], [], config.data.max_words)
+
+
+@pytest.mark.parametrize("entries, message", [
+    ("[{source: sample, weight: 0}]", r"data\.corpora\[0\]\.weight: must be greater than 0"),
+    ("[{source: sample}, {source: sample, weight: -1}]", r"data\.corpora\[1\]\.weight: must be greater than 0"),
+    ("[{source: sample, weight: .nan}]", r"data\.corpora\[0\]\.weight: must be greater than 0"),
+    ("[{source: sample, weight: .inf}]", r"data\.corpora\[0\]\.weight: must be finite"),
+    ("[{source: sample}, {source: sample}]", "two corpora share a name"),
+    ("[{source: files}]", r"data\.corpora\[0\]\.files: must list at least one file"),
+    ("[{source: sample, wieght: 2}]", r"unknown key 'data\.corpora\[0\]\.wieght'"),
+    ("[{source: sample, name: 'a/b'}]", r"data\.corpora\[0\]\.name: 'a/b': use 1-40 letters"),
+    ("[sample]", r"data\.corpora\[0\] must be a mapping"),
+])
+def test_bad_corpora_are_one_line_naming_the_entry(tmp_path, entries, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, f"data:\n  corpora: {entries}\n"))
+
+
+def test_corpora_and_a_single_corpus_source_are_not_mixed(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.source: with data\.corpora, say it inside each corpus entry"):
+        load_config(write(tmp_path, "data:\n  source: sample\n" + CORPORA.removeprefix("data:\n")))

@@ -6,6 +6,7 @@ silently trains the wrong model.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -43,6 +44,43 @@ class RunConfig:
     root: str = "runs"
 
 
+_SOURCE_DEFAULTS = {"source": "hub", "dataset": "Helsinki-NLP/opus_books", "dataset_config": "en-fr",
+                    "revision": None, "files": []}
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
+_LIST_ITEM = re.compile(r"[a-z_.]*\[\]\.")
+
+
+@dataclass
+class CorpusConfig:
+    """One corpus of data.corpora: where it is read from (the keys of a single-corpus data section),
+    its sampling weight and the name its held-out splits and validation scores go by."""
+    source: str = "files"  # hub | files | sample
+    dataset: str = _SOURCE_DEFAULTS["dataset"]
+    dataset_config: str = _SOURCE_DEFAULTS["dataset_config"]
+    revision: str | None = None
+    files: list[str] = field(default_factory=list)
+    weight: float = 1.0  # share of each epoch's pairs: weight / the sum of the weights
+    name: str = ""  # empty: from the source (sample, the dataset's or the first file's name)
+
+    def __post_init__(self) -> None:
+        _choice("data.corpora[].source", self.source, ("hub", "files", "sample"))
+        if self.source == "files" and not self.files:
+            raise ConfigError("data.corpora[].files: must list at least one file when its source is 'files'")
+        _positive("data.corpora[]", self, "weight")
+        if self.weight == float("inf"):
+            raise ConfigError.of_value("data.corpora[].weight", "must be finite")
+        if self.name and not _NAME.fullmatch(self.name):
+            raise ConfigError.of_value("data.corpora[].name", f"{self.name!r}: use 1-40 letters, digits, _ or -")
+
+    def default_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.source == "sample":
+            return "sample"
+        stem = Path(self.dataset).name if self.source == "hub" else Path(self.files[0]).name.split(".")[0]
+        return re.sub(r"[^A-Za-z0-9_-]", "-", stem)[:40] or "corpus"
+
+
 @dataclass
 class DataConfig:
     source: str = "hub"  # hub | files | sample
@@ -50,6 +88,9 @@ class DataConfig:
     dataset_config: str = "en-fr"
     revision: str | None = None
     files: list[str] = field(default_factory=list)  # .jsonl[.gz] / .tsv / two aligned text files
+    # Several corpora, each with a weight (docs/finetuning.md, "Weighted corpora"): each entry takes the
+    # five keys above; the other data.* settings apply to every corpus. Empty: the one corpus above.
+    corpora: list[CorpusConfig] = field(default_factory=list)
     src_lang: str = "en"
     tgt_lang: str = "fr"
     max_words: int = 128  # drop pairs with a side longer than this (whitespace words)
@@ -62,10 +103,36 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _choice("data.source", self.source, ("hub", "files", "sample"))
-        if self.source == "files" and not self.files:
+        if self.corpora:
+            for key, default in _SOURCE_DEFAULTS.items():
+                if getattr(self, key) != default:
+                    raise ConfigError.of_value(f"data.{key}", "with data.corpora, say it inside each corpus entry")
+            names = [c.default_name() for c in self.corpora]
+            if len(set(names)) < len(names):
+                raise ConfigError.of_value("data.corpora", f"two corpora share a name ({', '.join(names)}): "
+                                                           "give each a distinct name")
+        elif self.source == "files" and not self.files:
             raise ConfigError("data.files: must list at least one file when data.source is 'files'")
         _at_least("data", self, 1, "max_words", "max_pairs", "valid_size", "test_size")
         _at_least("data", self, 1.0, "max_length_ratio")
+
+    @property
+    def mixed(self) -> bool:
+        """Whether the run reads data.corpora (per-corpus splits and scores) rather than one corpus."""
+        return bool(self.corpora)
+
+    def mixture(self) -> list[CorpusConfig]:
+        """The run's corpora, named, in order: data.corpora, or the one corpus the data section names."""
+        if not self.corpora:
+            one = CorpusConfig(self.source, self.dataset, self.dataset_config, self.revision, list(self.files))
+            return [dataclasses.replace(one, name=one.default_name())]
+        return [dataclasses.replace(c, name=c.default_name()) for c in self.corpora]
+
+    def reading(self, corpus: CorpusConfig) -> "DataConfig":
+        """This data section as if `corpus` were its only corpus: what the readers of one corpus take."""
+        return dataclasses.replace(self, source=corpus.source, dataset=corpus.dataset,
+                                   dataset_config=corpus.dataset_config, revision=corpus.revision,
+                                   files=list(corpus.files), corpora=[])
 
 
 @dataclass
@@ -300,7 +367,8 @@ def _build(cls: type, raw: Any, prefix: str, origin: str) -> Any:
     try:
         return cls(**values)
     except ConfigError as err:
-        raise ConfigError(f"{origin}: {err}") from None
+        # An item of a list of sections (data.corpora[]) names itself without its index: add it.
+        raise ConfigError(f"{origin}: {_LIST_ITEM.sub(prefix, str(err))}") from None
 
 
 def _coerce(value: Any, kind: Any, key: str, origin: str) -> Any:
@@ -323,6 +391,8 @@ def _coerce(value: Any, kind: Any, key: str, origin: str) -> Any:
         if not isinstance(value, list):
             raise _type_error(value, kind, key, origin)
         return [_coerce(v, item_kind, f"{key}[{i}]", origin) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, f"{key}.", origin)
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, int) and not isinstance(value, bool):

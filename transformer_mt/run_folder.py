@@ -36,6 +36,11 @@ class RunPaths:
     def split_files(self, split: str, src_lang: str, tgt_lang: str) -> tuple[Path, Path]:
         return self.data / f"{split}.{src_lang}", self.data / f"{split}.{tgt_lang}"
 
+    def corpus_split_files(self, corpus: str, split: str, src_lang: str, tgt_lang: str) -> tuple[Path, Path]:
+        """One corpus's held-out split, in a run that reads several (data.corpora)."""
+        folder = self.data / "corpora" / corpus
+        return folder / f"{split}.{src_lang}", folder / f"{split}.{tgt_lang}"
+
     @property
     def store(self) -> Path:
         """The encoded training pairs (store.py)."""

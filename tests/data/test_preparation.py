@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from tests.helpers.runs import small_config, write_jsonl
+from transformer_mt.config import CorpusConfig
 from transformer_mt.data import corpus as corpus_module
 from transformer_mt.data import preparation
 from transformer_mt.data.corpus import DataError, clean_pair
 from transformer_mt.data.splitting import Cuts, Selection, source_hashes
 from transformer_mt.data.store import read_manifest
+from transformer_mt.errors import UserError
 from transformer_mt.run_folder import RunPaths
 from transformer_mt.training.setup import set_up_run
 
@@ -112,15 +114,15 @@ def test_bpe_learns_from_a_bounded_seeded_sample_of_the_training_pairs(tmp_path,
     (work / "clean.tgt").write_text("".join(t + "\n" for _, t in cleaned), encoding="utf-8")
     source_hashes([s for s, _ in cleaned], config.data.seed).tofile(work / "clean.hash")
     hashes = sorted(set(source_hashes([s for s, _ in cleaned], config.data.seed).tolist()))
-    selection = Selection(Cuts(hashes[39], hashes[69]), None)
-    sample = preparation.BpeSample(work, selection, limit=300, pairs=len(train), seed=5, joint=True)
+    scanned = [preparation.ScannedCorpus("c", work, None, Selection(Cuts(hashes[39], hashes[69]), None))]
+    sample = preparation.BpeSample(scanned, limit=300, pairs=len(train), seed=5, joint=True)
     drawn = list(sample)
     assert 100 < len(drawn) <= 150  # at most 300 sentences, two per pair
     assert list(sample) == drawn and sample.sentences == 2 * len(drawn)  # the same pairs on every pass
     assert set(drawn) <= {pair for pair, _, _ in train}
-    other = preparation.BpeSample(work, selection, limit=300, pairs=len(train), seed=6, joint=True)
+    other = preparation.BpeSample(scanned, limit=300, pairs=len(train), seed=6, joint=True)
     assert list(other) != drawn
-    everything = preparation.BpeSample(work, selection, limit=10**6, pairs=len(train), seed=5, joint=False)
+    everything = preparation.BpeSample(scanned, limit=10**6, pairs=len(train), seed=5, joint=False)
     assert list(everything) == [pair for pair, _, _ in train]
 
 
@@ -186,3 +188,74 @@ def test_skipped_bad_lines_are_counted_in_the_manifest(tmp_path, sample_pairs):
     prepared = set_up_run(config_for(tmp_path, tsv, name="skip", skip_bad_lines=True), log=messages.append)
     assert read_manifest(prepared.run.store).report["skipped_bad_lines"] == 2
     assert any(m.startswith("warning: skipped 2 bad line(s)") and "c.tsv:8" in m for m in messages)
+
+
+# Several corpora (data.corpora): each scanned and split on its own, encoded one after the other.
+
+def mixed_config(tmp_path, corpora, name="mixed", **data_options):
+    config = config_for(tmp_path, corpora[0]["files"][0], name, **data_options)
+    entries = [CorpusConfig(**entry) for entry in corpora]
+    return replace(config, data=replace(config.data, source="hub", files=[], corpora=entries))
+
+
+@pytest.fixture(scope="module")
+def two_corpora(tmp_path_factory, sample_pairs):
+    """Two corpora of different sizes; the second also holds every source of the first's held-out
+    splits (as corpora drawn from overlapping sources do), which must not train."""
+    folder = tmp_path_factory.mktemp("two")
+    a, b = sample_pairs[:700], sample_pairs[700:2000]
+    config = config_for(folder, write_jsonl(folder / "a.jsonl", a)).data
+    valid, test, _ = expected_split(a, config)
+    b = b + [(s, t + " (bis)") for s, t in valid + test]
+    return write_jsonl(folder / "a.jsonl", a), write_jsonl(folder / "b.jsonl", b), a, b, valid + test
+
+
+def test_each_corpus_is_split_on_its_own_and_stored_after_the_one_before(tmp_path, two_corpora):
+    path_a, path_b, a, b, held_out_a = two_corpora
+    config = mixed_config(tmp_path, [{"files": [str(path_a)], "weight": 3}, {"files": [str(path_b)], "name": "books"}])
+    prepared = set_up_run(config, **QUIET)
+    run, data = prepared.run, config.data
+    valid_a, test_a, train_a = expected_split(a, data)
+    valid_b, test_b, train_b = expected_split(b, data)
+    split_a = {s: corpus_module.read_split(*run.corpus_split_files("a", s, "en", "fr")) for s in ("valid", "test")}
+    split_b = {s: corpus_module.read_split(*run.corpus_split_files("books", s, "en", "fr")) for s in ("valid", "test")}
+    assert split_a == {"valid": valid_a, "test": test_a} and split_b == {"valid": valid_b, "test": test_b}
+    assert splits_of(run) == {"valid": valid_a + valid_b, "test": test_a + test_b}  # the run's: both, in order
+    held_out = {s for s, _ in valid_a + test_a + valid_b + test_b}
+    leaked = [pair for pair, _, _ in train_b if pair[0] in held_out]
+    assert {s for s, _ in held_out_a} & {s for s, _ in leaked}  # the second corpus would train on them
+    kept_a, kept_b = ([p for p, _, _ in train if p[0] not in held_out] for train in (train_a, train_b))
+    expected = kept_a + kept_b
+    assert stored_pairs(prepared) == expected
+    manifest = read_manifest(run.store)
+    assert manifest.corpus_sizes() == {"a": len(kept_a), "books": len(kept_b)}
+    assert manifest.report["train"] == manifest.pairs == len(expected)
+    assert prepared.mixture.sizes == tuple(manifest.corpus_sizes().values()) and prepared.mixture.weights == (3.0, 1.0)
+    assert prepared.valid_by_corpus == {"a": valid_a, "books": valid_b}
+    assert corpus_module.read_held_out(run, "test", data, "books") == test_b
+    with pytest.raises(UserError, match="has no corpus 'news' \\(its corpora: a, books\\)"):
+        corpus_module.read_held_out(run, "test", data, "news")
+
+
+def test_new_weights_reuse_the_prepared_corpora(tmp_path, two_corpora, monkeypatch):
+    path_a, path_b, *_ = two_corpora
+    config = mixed_config(tmp_path, [{"files": [str(path_a)]}, {"files": [str(path_b)]}])
+    first = set_up_run(config, **QUIET)
+    monkeypatch.setattr(corpus_module, "iter_pairs", lambda *a, **k: pytest.fail("the corpus was read again"))
+    heavier = [replace(c, weight=5.0) for c in config.data.corpora]
+    reweighted = replace(config, data=replace(config.data, corpora=heavier))
+    again = set_up_run(reweighted, **QUIET)
+    assert again.corpus_key == first.corpus_key and again.mixture.weights == (5.0, 5.0)
+
+
+def test_a_corpus_of_the_mixture_that_is_empty_or_missing_is_one_line_and_leaves_nothing(tmp_path, two_corpora):
+    path_a, *_ = two_corpora
+    empty = write_jsonl(tmp_path / "empty.jsonl", [("", "")])
+    config = mixed_config(tmp_path, [{"files": [str(path_a)]}, {"files": [str(empty)], "name": "blank"}])
+    with pytest.raises(DataError, match="^corpus blank is empty after cleaning$"):
+        set_up_run(config, **QUIET)
+    assert not (tmp_path / "runs" / "mixed").exists()
+    missing = mixed_config(tmp_path, [{"files": [str(path_a)]}, {"files": [str(tmp_path / "nowhere.jsonl")]}])
+    with pytest.raises(DataError, match="corpus file not found: .*nowhere.jsonl"):
+        set_up_run(missing, **QUIET)
+    assert not (tmp_path / "runs" / "mixed").exists()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.helpers.runs import small_config, small_corpus, write_jsonl
-from transformer_mt.config import load_config
+from transformer_mt.config import CorpusConfig, load_config
 from transformer_mt.model import checkpoint
 from transformer_mt.run_folder import RunPaths, lineage_markdown, read_lineage
 from transformer_mt.training.loop import Trainer
@@ -92,6 +92,34 @@ def test_a_child_resumes_exactly(tmp_path, parent, domain):
     assert resumed.state.step == 8
     for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def mixed_child(tmp_path, domain, parent, name, **train):
+    """Mixed fine-tuning: the new domain three parts in four, the parent's own corpus one."""
+    config, _ = child_config(tmp_path, domain, parent, name, **train)
+    general = load_config(parent.config).data.files[0]
+    corpora = [CorpusConfig(files=[str(domain)], weight=3, name="domain"),
+               CorpusConfig(files=[general], name="general")]
+    return replace(config, data=replace(config.data, source="hub", files=[], corpora=corpora))
+
+
+def test_mixed_fine_tuning_resumes_exactly_and_validates_each_corpus(tmp_path, parent, domain):
+    straight = mixed_child(tmp_path, domain, parent, "mixed-straight", max_steps=10, valid_every=5,
+                           batch_tokens=4000)
+    whole, _ = trainer_for(straight, parent)
+    whole.fit()
+    assert whole.prepared.mixture.weights == (3.0, 1.0) and whole.state.epoch >= 1  # crosses an epoch
+    first = mixed_child(tmp_path, domain, parent, "mixed-halves", max_steps=5, valid_every=5, batch_tokens=4000)
+    trainer_for(first, parent)[0].fit()
+    second = replace(first, train=replace(first.train, max_steps=10, resume=True))
+    resumed = Trainer(second, set_up_run(second, **QUIET))
+    resumed.fit()
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(whole.prepared.run.root)).Reload().Tags()["scalars"]
+    assert {"valid/bleu", "valid/bleu/domain", "valid/chrf/domain", "valid/bleu/general"} <= set(tags)
 
 
 def test_lineage_chains_through_a_grandchild(tmp_path, parent, domain):

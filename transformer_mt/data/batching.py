@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
+from .mixing import Mixture
 from .store import EncodedCorpus
 from .tokenizer import BOS, EOS, PAD
 
@@ -117,21 +118,23 @@ class BatchPlan:
 
 
 def token_batches(corpus: EncodedCorpus, batch_tokens: int, generator: torch.Generator | None,
-                  pool_batches: int = 100, shapes: Shapes = Shapes()) -> BatchPlan:
-    """Batches whose padded size (sentences × longest side, rounded as `shapes` rounds it) stays
-    within `batch_tokens`.
+                  pool_batches: int = 100, shapes: Shapes = Shapes(), pairs: np.ndarray | None = None) -> BatchPlan:
+    """Batches of `pairs` (store indices, repeats allowed; default every pair once) whose padded size
+    (sentences × longest side, rounded as `shapes` rounds it) stays within `batch_tokens`.
 
     With a generator: shuffle, sort by length inside pools of about `pool_batches` batches, and shuffle
     the batch order, so batches are dense but epochs differ. Without: one pass sorted by length.
     Lengths are read pool by pool, so the only corpus-sized array is the plan's order (int32).
     """
-    n = len(corpus)
-    index_type = np.int32 if n < 2**31 else np.int64
+    n = len(corpus) if pairs is None else len(pairs)
+    index_type = np.int32 if len(corpus) < 2**31 else np.int64
     if generator is None:
         order, pool = np.arange(n, dtype=index_type), max(1, n)
     else:
         order = torch.randperm(n, generator=generator, dtype=torch.int32 if n < 2**31 else torch.int64).numpy()
         pool = max(1, int(pool_batches * batch_tokens / max(1.0, corpus.mean_longest())))
+    if pairs is not None:
+        order = pairs.astype(index_type)[order]
     starts: list[int] = []
     for start in range(0, n, pool):
         chunk = order[start : start + pool]
@@ -161,10 +164,12 @@ def _cut(lengths: list[int], batch_tokens: int) -> list[int]:
 
 
 def epoch_batches(corpus: EncodedCorpus, batch_tokens: int, seed: int, epoch: int, rank: int = 0,
-                  world_size: int = 1, shapes: Shapes = Shapes()) -> BatchPlan:
-    """This rank's batches for one epoch: the same for any resume of the run, sharded by rank."""
+                  world_size: int = 1, shapes: Shapes = Shapes(), mixture: Mixture | None = None) -> BatchPlan:
+    """This rank's batches for one epoch: the same for any resume of the run, sharded by rank. With a
+    `mixture`, the epoch's pairs are drawn from the store's corpora by weight (mixing.py)."""
     generator = torch.Generator().manual_seed(seed * 100003 + epoch)
-    return token_batches(corpus, batch_tokens, generator, shapes=shapes).shard(rank, world_size)
+    pairs = None if mixture is None else mixture.epoch_pairs(seed, epoch)
+    return token_batches(corpus, batch_tokens, generator, shapes=shapes, pairs=pairs).shard(rank, world_size)
 
 
 def padding_share(batch: Batch) -> float:

@@ -244,15 +244,23 @@ def read_split(src_path: Path, tgt_path: Path) -> list[Pair]:
     return list(_parallel_pairs(src_path, tgt_path, BadLines()))
 
 
-def held_out_files(run: RunPaths, split: str, data: DataConfig | None = None) -> tuple[Path, Path]:
+def held_out_files(run: RunPaths, split: str, data: DataConfig | None = None,
+                   corpus: str | None = None) -> tuple[Path, Path]:
     """Where a run folder holds its held-out `split` ("valid" or "test"): source and reference files,
-    named by the run's languages (`data`, or the run's config.yaml)."""
+    named by the run's languages (`data`, or the run's config.yaml); one `corpus`'s of a run that reads
+    several (data.corpora), or the whole run's."""
     data = data or load_config(run.config).data
-    return run.split_files(split, data.src_lang, data.tgt_lang)
+    if corpus is None:
+        return run.split_files(split, data.src_lang, data.tgt_lang)
+    names = [c.name for c in data.mixture()] if data.mixed else []
+    if corpus not in names:
+        raise UserError(f"{run.root} has no corpus {corpus!r}" + (f" (its corpora: {', '.join(names)})" if names
+                                                                  else ": it reads one corpus"))
+    return run.corpus_split_files(corpus, split, data.src_lang, data.tgt_lang)
 
 
-def read_held_out(run: RunPaths, split: str, data: DataConfig | None = None) -> list[Pair]:
-    """A run's held-out `split` as its preparation wrote it; empty where the run folder has none (an
-    export's run folder copied without its data)."""
-    src, ref = held_out_files(run, split, data)
+def read_held_out(run: RunPaths, split: str, data: DataConfig | None = None, corpus: str | None = None) -> list[Pair]:
+    """A run's held-out `split` as its preparation wrote it (one `corpus`'s, or the whole run's); empty
+    where the run folder has none (an export's run folder copied without its data)."""
+    src, ref = held_out_files(run, split, data, corpus)
     return read_split(src, ref) if src.is_file() and ref.is_file() else []

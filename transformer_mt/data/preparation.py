@@ -23,11 +23,21 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..config import Config, DataConfig
+from ..config import Config, CorpusConfig, DataConfig
 from ..run_folder import RunPaths
 from . import corpus
 from .corpus import BadLines, DataError, Pair
-from .splitting import TEST, VALID, Cuts, Selection, SmallestDistinct, Subset, hash_file, source_hashes
+from .splitting import (
+    TEST,
+    VALID,
+    Cuts,
+    Selection,
+    SmallestDistinct,
+    Subset,
+    count_selected,
+    hash_file,
+    source_hashes,
+)
 from .store import FORMAT, Manifest, StoreWriter, encode_texts, id_dtype
 from .tokenizer import TokenizerPair, token_budget
 
@@ -38,9 +48,17 @@ Log = Callable[[str], None]
 def inputs_fingerprint(config: Config) -> str:
     """What a prepared store depends on: the data and tokenizer settings, the model's positions, the
     store's format, and the corpus files' identity (path, size, modification time; not their text,
-    which would mean reading it all)."""
-    payload = {"format": FORMAT, "data": asdict(config.data), "tokenizer": asdict(config.tokenizer),
-               "max_positions": config.model.max_positions, "corpus": _corpus_identity(config.data)}
+    which would mean reading it all). Not the corpora's weights: they change what epochs draw from the
+    store, not the store."""
+    data = asdict(config.data)
+    corpora = data.pop("corpora")
+    if config.data.mixed:
+        data["corpora"] = [{key: value for key, value in c.items() if key != "weight"} for c in corpora]
+        identity = [_corpus_identity(config.data.reading(c)) for c in config.data.mixture()]
+    else:
+        identity = _corpus_identity(config.data)
+    payload = {"format": FORMAT, "data": data, "tokenizer": asdict(config.tokenizer),
+               "max_positions": config.model.max_positions, "corpus": identity}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -58,34 +76,84 @@ def _file_identity(path: Path) -> list:
 
 
 def prepare_corpus(config: Config, run: RunPaths, tokenizers: TokenizerPair | None, log: Log) -> Manifest:
-    """Write the run's held-out splits, its tokenizers (trained here unless given) and its training store."""
+    """Write the run's held-out splits, its tokenizers (trained here unless given) and its training
+    store: with data.corpora, every corpus scanned and split on its own, then encoded one after the
+    other into the one store, whose manifest records each corpus's share of it."""
     work = run.data / ".work"
     for folder in (run.store, work):
         shutil.rmtree(folder, ignore_errors=True)
     work.mkdir(parents=True)
     inputs = inputs_fingerprint(config)
-    scan = _scan(config.data, work, log)
-    langs = (config.data.src_lang, config.data.tgt_lang)
-    for split, name in ((VALID, "valid"), (TEST, "test")):
-        corpus.write_split([pair for s, pair in scan.heldout if s == split], *run.split_files(name, *langs))
-    max_pairs = config.data.max_pairs
-    subset = Subset.find(hash_file(work / "clean.hash"), scan.cuts.test_max, max_pairs) if max_pairs else None
-    selection = Selection(scan.cuts, subset)
-    report = scan.report
-    report["train"] = min(scan.kept - len(scan.heldout), max_pairs or scan.kept)
+    data = config.data
+    parts = [ScannedCorpus.read(data, corpus_, work / str(i), log) for i, corpus_ in enumerate(data.mixture())]
+    _write_held_out(run, data, parts)
+    held_out = _held_out_hashes(parts, data.seed) if len(parts) > 1 else None
+    for part in parts:
+        part.select(data.max_pairs, held_out)
+    report = {key: sum(part.report[key] for part in parts) for key in parts[0].report}
     log(f"pairs: train {report['train']}, valid {report['valid']}, test {report['test']}")
     if tokenizers is None:
-        sample = BpeSample(work, selection, config.tokenizer.train_sentences, report["train"], config.data.seed,
+        sample = BpeSample(parts, config.tokenizer.train_sentences, report["train"], data.seed,
                            config.tokenizer.joint)
         tokenizers = _learn_bpe(config, run, sample, log)
         report["bpe_sentences"] = sample.sentences
     started = time.monotonic()
-    writer = _encode(work, selection, tokenizers, config.model.max_positions, run.store, report["train"])
+    writer = _encode(parts, tokenizers, config.model.max_positions, run.store, report["train"])
     log(f"encoded {report['train']} training pairs in {time.monotonic() - started:.0f} s")
     key = hashlib.sha256((inputs + tokenizers.src.hf.to_str() + tokenizers.tgt.hf.to_str()).encode()).hexdigest()
-    manifest = writer.finish(inputs, key, report)
+    corpora = [{"name": part.name, **part.report} for part in parts] if data.mixed else []
+    manifest = writer.finish(inputs, key, report, corpora)
     shutil.rmtree(work)
     return manifest
+
+
+@dataclass
+class ScannedCorpus:
+    """One corpus of the run, scanned into its own work files: its held-out pairs, and which of its
+    pairs train (`selection`, once every corpus is scanned)."""
+    name: str
+    work: Path
+    scan: "_Scan"
+    selection: Selection | None = None
+
+    @classmethod
+    def read(cls, data: DataConfig, corpus_: CorpusConfig, work: Path, log: Log) -> "ScannedCorpus":
+        work.mkdir()
+        name = corpus_.name if data.mixed else None
+        labelled = (lambda text: log(f"corpus {name}: {text}")) if name else log
+        return cls(corpus_.name, work, _scan(data.reading(corpus_), work, labelled, name))
+
+    def select(self, max_pairs: int | None, held_out: np.ndarray | None) -> None:
+        hashes = hash_file(self.work / "clean.hash")
+        subset = Subset.find(hashes, self.scan.cuts.test_max, max_pairs) if max_pairs else None
+        self.selection = Selection(self.scan.cuts, subset, held_out)
+        self.scan.report["train"] = count_selected(hashes, self.selection)
+        if self.scan.report["train"] == 0:
+            raise DataError(f"corpus {self.name} has no training pairs left once every corpus's held-out "
+                            f"sentences are taken out")
+
+    @property
+    def report(self) -> dict[str, int]:
+        return self.scan.report
+
+    def held_out(self, split: int) -> list[Pair]:
+        return [pair for s, pair in self.scan.heldout if s == split]
+
+
+def _write_held_out(run: RunPaths, data: DataConfig, parts: list[ScannedCorpus]) -> None:
+    """Each split for the whole run (corpus after corpus) and, with data.corpora, for each corpus."""
+    langs = (data.src_lang, data.tgt_lang)
+    for split, name in ((VALID, "valid"), (TEST, "test")):
+        corpus.write_split([pair for part in parts for pair in part.held_out(split)], *run.split_files(name, *langs))
+        for part in parts if data.mixed else []:
+            files = run.corpus_split_files(part.name, name, *langs)
+            files[0].parent.mkdir(parents=True, exist_ok=True)
+            corpus.write_split(part.held_out(split), *files)
+
+
+def _held_out_hashes(parts: list[ScannedCorpus], seed: int) -> np.ndarray:
+    sources = [src for part in parts for _, (src, _) in part.scan.heldout]
+    return np.unique(source_hashes(sources, seed))
 
 
 def _learn_bpe(config: Config, run: RunPaths, sample: "BpeSample", log: Log) -> TokenizerPair:
@@ -105,8 +173,10 @@ class _Scan:
     report: dict[str, int]
 
 
-def _scan(cfg: DataConfig, work: Path, log: Log) -> _Scan:
-    """Pass 1: the cleaned pairs and their source hashes into work files; the held-out pairs."""
+def _scan(cfg: DataConfig, work: Path, log: Log, name: str | None = None) -> _Scan:
+    """Pass 1: the cleaned pairs and their source hashes into work files; the held-out pairs. (`name`:
+    the corpus's, for errors, when the run reads several.)"""
+    who = f"corpus {name}" if name else "the corpus"
     bad, smallest = BadLines(cfg.skip_bad_lines), SmallestDistinct(cfg.valid_size + cfg.test_size)
     candidates: list[tuple[int, int, Pair]] = []  # (hash, position, pair) of pairs that may be held out
     read = kept = 0
@@ -125,9 +195,9 @@ def _scan(cfg: DataConfig, work: Path, log: Log) -> _Scan:
             read, kept = read + len(chunk), kept + len(cleaned)
             progress.update(len(chunk))
     if kept == 0:
-        raise DataError("the corpus is empty after cleaning")
+        raise DataError(f"{who} is empty after cleaning")
     if not smallest.more:
-        raise DataError(f"corpus has {len(smallest.values)} distinct source sentences: too few for "
+        raise DataError(f"{who} has {len(smallest.values)} distinct source sentences: too few for "
                         f"data.valid_size={cfg.valid_size} + data.test_size={cfg.test_size} plus training data")
     cuts = Cuts.of(smallest, cfg.valid_size)
     heldout = sorted(c for c in candidates if c[0] <= cuts.test_max)
@@ -162,21 +232,21 @@ def _clean_chunks(work: Path) -> Iterator[tuple[list[str], list[str], np.ndarray
             yield sources, targets, np.fromfile(hashes, dtype=np.uint64, count=len(sources))
 
 
-def _training_chunks(work: Path, selection: Selection) -> Iterator[tuple[list[str], list[str]]]:
-    """The training pairs of each chunk of the cleaned corpus, as (sources, targets)."""
-    mask = selection.masks()
-    for sources, targets, hashes in _clean_chunks(work):
+def _training_chunks(part: ScannedCorpus) -> Iterator[tuple[list[str], list[str]]]:
+    """The training pairs of each chunk of a cleaned corpus, as (sources, targets)."""
+    mask = part.selection.masks()
+    for sources, targets, hashes in _clean_chunks(part.work):
         keep = np.flatnonzero(mask(hashes)).tolist()
         yield [sources[i] for i in keep], [targets[i] for i in keep]
 
 
 class BpeSample:
-    """A seeded sample of at most `limit` training sentences, streamed from the work files: the same
-    pairs on every iteration. With a joint vocabulary both sides of a pair count, so pairs are drawn at
-    half the rate."""
+    """A seeded sample of at most `limit` training sentences, streamed from the corpora's work files:
+    the same pairs on every iteration. With a joint vocabulary both sides of a pair count, so pairs are
+    drawn at half the rate."""
 
-    def __init__(self, work: Path, selection: Selection, limit: int, pairs: int, seed: int, joint: bool):
-        self.work, self.selection, self.seed = work, selection, seed
+    def __init__(self, parts: list[ScannedCorpus], limit: int, pairs: int, seed: int, joint: bool):
+        self.parts, self.seed = parts, seed
         self.per_pair = 2 if joint else 1
         self.rate = min(1.0, limit / max(1, pairs * self.per_pair))
         self.pairs_limit = max(1, limit // self.per_pair)
@@ -185,7 +255,7 @@ class BpeSample:
 
     def _pairs(self) -> Iterator[Pair]:
         rng, left = np.random.default_rng(self.seed), self.pairs_limit
-        for sources, targets in _training_chunks(self.work, self.selection):
+        for sources, targets in (chunk for part in self.parts for chunk in _training_chunks(part)):
             drawn = range(len(sources)) if self.rate == 1.0 else np.flatnonzero(
                 rng.random(len(sources)) < self.rate).tolist()
             for i in drawn:
@@ -204,13 +274,14 @@ class BpeSample:
         self.sentences = count * self.per_pair
 
 
-def _encode(work: Path, selection: Selection, tokenizers: TokenizerPair, max_len: int, store: Path,
+def _encode(parts: list[ScannedCorpus], tokenizers: TokenizerPair, max_len: int, store: Path,
             pairs: int) -> StoreWriter:
-    """Pass 4: token ids of every training pair (cut so that EOS/BOS still fit the positions)."""
+    """Pass 4: token ids of every training pair, corpus after corpus (cut so that EOS/BOS still fit the
+    positions)."""
     writer = StoreWriter(store, id_dtype(max(tokenizers.src.vocab_size, tokenizers.tgt.vocab_size)))
     try:
         with _progress("encoding", pairs) as progress:
-            for sources, targets in _training_chunks(work, selection):
+            for sources, targets in (chunk for part in parts for chunk in _training_chunks(part)):
                 writer.add(encode_texts(tokenizers.src, sources, token_budget(max_len)),
                            encode_texts(tokenizers.tgt, targets, token_budget(max_len)))
                 progress.update(len(sources))

@@ -92,9 +92,12 @@ class Subset:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which pairs of the cleaned corpus are training pairs (after data.max_pairs)."""
+    """Which pairs of the cleaned corpus are training pairs (after data.max_pairs). With several
+    corpora, `held_out` holds the source hashes of every corpus's held-out pairs (sorted), which no
+    corpus trains on: a sentence in one corpus's test split and another's training data would leak."""
     cuts: Cuts
     subset: Subset | None
+    held_out: np.ndarray | None = None
 
     def masks(self) -> Callable[[np.ndarray], np.ndarray]:
         """A fresh pass over the corpus: call it on each chunk's hashes, in corpus order, for the
@@ -104,6 +107,8 @@ class Selection:
         def mask(hashes: np.ndarray) -> np.ndarray:
             nonlocal ties_left
             train = hashes > np.uint64(self.cuts.test_max)
+            if self.held_out is not None:
+                train &= ~np.isin(hashes, self.held_out, assume_unique=False)
             if self.subset is None:
                 return train
             below = np.uint64(self.subset.below)
@@ -114,6 +119,12 @@ class Selection:
             return keep
 
         return mask
+
+
+def count_selected(hashes: np.ndarray, selection: Selection, chunk: int = 1 << 22) -> int:
+    """How many pairs of a (memory-mapped) hash array `selection` trains on."""
+    mask = selection.masks()
+    return sum(int(mask(np.asarray(hashes[start : start + chunk])).sum()) for start in range(0, len(hashes), chunk))
 
 
 def hash_file(path: Path) -> np.ndarray:

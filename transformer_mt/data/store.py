@@ -94,6 +94,13 @@ class Manifest:
     file_bytes: dict[str, int]
     report: dict[str, int]  # counts of the preparation (pairs read, kept, held out, skipped, ...)
     format: int = FORMAT
+    # With data.corpora: each corpus's name and counts, in store order (its "train" pairs follow the
+    # previous corpus's); empty for a run of one corpus.
+    corpora: list[dict] = field(default_factory=list)
+
+    def corpus_sizes(self) -> dict[str, int]:
+        """Training pairs of each corpus, in store order."""
+        return {corpus["name"]: corpus["train"] for corpus in self.corpora}
 
 
 class StoreWriter:
@@ -115,13 +122,13 @@ class StoreWriter:
             self.ends[side] += int(lengths.sum())
         self.pairs += len(src[1])
 
-    def finish(self, inputs: str, key: str, report: dict[str, int]) -> Manifest:
+    def finish(self, inputs: str, key: str, report: dict[str, int], corpora: list[dict] | None = None) -> Manifest:
         for handle in self.files.values():
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
         sizes = {name: (self.folder / name).stat().st_size for name in _FILES}
-        manifest = Manifest(inputs, key, self.pairs, self.dtype.name, sizes, report)
+        manifest = Manifest(inputs, key, self.pairs, self.dtype.name, sizes, report, corpora=corpora or [])
         tmp = self.folder / ".manifest.json.tmp"
         tmp.write_text(json.dumps(asdict(manifest), indent=1))
         os.replace(tmp, self.folder / "manifest.json")

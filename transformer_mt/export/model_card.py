@@ -71,11 +71,10 @@ def model_card(trained: Trained, model_class: str, shared_ids: bool, evaluation:
 def _licence(data: DataConfig) -> tuple[str, list[str]]:
     """The Hub's licence id and dataset ids: known for the embedded sample; for anything else the data's
     own terms apply, which only the person publishing knows."""
-    if data.source == "sample":
+    sources = [data.reading(corpus) for corpus in data.mixture()]
+    if all(source.source == "sample" for source in sources):
         return "cc-by-2.0", []
-    if data.source == "hub" and not Path(data.dataset).exists():
-        return "other", [data.dataset]
-    return "other", []
+    return "other", [s.dataset for s in sources if s.source == "hub" and not Path(s.dataset).exists()]
 
 
 def _summary(trained: Trained, model_class: str) -> str:
@@ -96,19 +95,29 @@ def _lineage_section(trained: Trained) -> str | None:
 
 
 def _data_section(data: DataConfig) -> str:
-    if data.source == "sample":
-        corpus, licence = SAMPLE_CORPUS, SAMPLE_LICENCE
-    elif data.source == "hub":
-        revision = f" at revision {data.revision}" if data.revision else ""
-        corpus = f"`{data.dataset}` (`{data.dataset_config}`{revision})"
-        licence = f"the terms of `{data.dataset}` apply: see its dataset card, and set `license` above to match"
-    else:
-        corpus = ", ".join(f"`{Path(f).name}`" for f in data.files)
-        licence = "not known to the exporter: state the data's licence here and in `license` above before publishing"
+    described = [(corpus, *_corpus_and_licence(data.reading(corpus))) for corpus in data.mixture()]
     limit = f", at most {data.max_pairs:,} pairs" if data.max_pairs else ""
-    return (f"## Data\n\n- Corpus: {corpus}{limit}; pairs with a side over {data.max_words} words or a length ratio "
-            f"over {data.max_length_ratio} dropped; {data.valid_size:,} validation and {data.test_size:,} test source "
-            f"sentences held out by a seeded hash (seed {data.seed}).\n- Licence: {licence}.")
+    filters = (f"pairs with a side over {data.max_words} words or a length ratio over {data.max_length_ratio} "
+               f"dropped; {data.valid_size:,} validation and {data.test_size:,} test source sentences held out by a "
+               f"seeded hash (seed {data.seed})")
+    if not data.mixed:
+        _, corpus, licence = described[0]
+        return f"## Data\n\n- Corpus: {corpus}{limit}; {filters}.\n- Licence: {licence}."
+    corpora = "; ".join(f"{c.name}: {text}, weight {c.weight:g}" for c, text, _ in described)
+    licences = "; ".join(f"{c.name}: {licence}" for c, _, licence in described)
+    return (f"## Data\n\n- Corpora, each epoch drawn from them in proportion to their weights: {corpora}. From each "
+            f"corpus{limit}: {filters}, none of them in any corpus's training pairs.\n- Licences: {licences}.")
+
+
+def _corpus_and_licence(data: DataConfig) -> tuple[str, str]:
+    if data.source == "sample":
+        return SAMPLE_CORPUS, SAMPLE_LICENCE
+    if data.source == "hub":
+        revision = f" at revision {data.revision}" if data.revision else ""
+        return (f"`{data.dataset}` (`{data.dataset_config}`{revision})",
+                f"the terms of `{data.dataset}` apply: see its dataset card, and set `license` above to match")
+    return (", ".join(f"`{Path(f).name}`" for f in data.files),
+            "not known to the exporter: state the data's licence here and in `license` above before publishing")
 
 
 def _training_section(trained: Trained) -> str:

@@ -105,7 +105,7 @@ class Trainer:
         """The micro-batches of each update left in the current epoch (all of it, unless resumed mid-epoch)."""
         tc, ids = self.config.train, self.prepared.train_ids
         plan = epoch_batches(ids, tc.batch_tokens, tc.seed, self.state.epoch, self.dist.rank, self.dist.world_size,
-                             self.shapes)
+                             self.shapes, self.prepared.mixture)
         pin = self.device.type == "cuda"
         for position in range(self.state.position, math.ceil(len(plan) / tc.accumulate)):
             batches = [collate(ids, plan[i], self.shapes)

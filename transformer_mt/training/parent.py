@@ -104,17 +104,21 @@ def _take_over(config: Config, source: Config, name: str, given: set[str]) -> Co
 
 
 def tokenizer_fit(parent: Parent, run: RunPaths, tokenizers: TokenizerPair, data: DataConfig) -> str:
-    """How finely the parent's tokenizers cut this corpus against the parent's own, in tokens per word on
-    each side's validation split, with a warning when they cut it much finer (an ill-fitting vocabulary:
-    longer sequences, rarer pieces, a slower and weaker adaptation)."""
-    mine, theirs = read_held_out(run, "valid", data), read_held_out(parent.run, "valid", parent.config.data)
-    parts, worst = [], 1.0
-    for side, tokenizer, lang in ((0, tokenizers.src, data.src_lang), (1, tokenizers.tgt, data.tgt_lang)):
-        here = tokens_per_word(tokenizer, [pair[side] for pair in mine])
-        there = tokens_per_word(tokenizer, [pair[side] for pair in theirs]) if theirs else None
-        parts.append(f"{lang} {here:.2f}" + (f" (parent's corpus {there:.2f})" if there else ""))
-        worst = max(worst, here / there if there else 1.0)
-    note = "the parent's tokenizers on this corpus: tokens per word " + ", ".join(parts)
+    """How finely the parent's tokenizers cut this corpus (each of data.corpora) against the parent's own,
+    in tokens per word on each side's validation split, with a warning when they cut one much finer (an
+    ill-fitting vocabulary: longer sequences, rarer pieces, a slower and weaker adaptation)."""
+    theirs = read_held_out(parent.run, "valid", parent.config.data)
+    corpora = [c.name for c in data.mixture()] if data.mixed else [None]
+    lines, worst = [], 1.0
+    for corpus in corpora:
+        mine, parts = read_held_out(run, "valid", data, corpus), []
+        for side, tokenizer, lang in ((0, tokenizers.src, data.src_lang), (1, tokenizers.tgt, data.tgt_lang)):
+            here = tokens_per_word(tokenizer, [pair[side] for pair in mine])
+            there = tokens_per_word(tokenizer, [pair[side] for pair in theirs]) if theirs else None
+            parts.append(f"{lang} {here:.2f}" + (f" (parent's corpus {there:.2f})" if there else ""))
+            worst = max(worst, here / there if there else 1.0)
+        lines.append((f"corpus {corpus}: " if corpus else "") + ", ".join(parts))
+    note = "the parent's tokenizers on this corpus: tokens per word " + "; ".join(lines)
     if worst > FIT_WARNING:
         note += (f"\nwarning: they cut this corpus {worst - 1:.0%} finer than the parent's own: expect a slower, "
                  f"weaker adaptation (or train from scratch, with a BPE of its own)")

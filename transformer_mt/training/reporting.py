@@ -95,6 +95,11 @@ class Report:
         self.writer.add_text("valid/samples", result.samples_markdown, step)
         if result.figure is not None:
             self.writer.add_figure("valid/cross_attention", result.figure, step)
+        for corpus, scores in result.by_corpus.items():
+            for key, value in scores.items():
+                self.writer.add_scalar(f"valid/{key}/{corpus}", value, step)
         s = result.scalars
+        each = "".join(f", {corpus} {scores['bleu']:.2f}" for corpus, scores in result.by_corpus.items())
         tqdm.write(f"step {step}: valid loss {s['loss']:.3f} ppl {s['ppl']:.2f} BLEU {s['bleu']:.2f} "
-                   f"chrF {s['chrf']:.2f}" + (" (best)" if improved else ""))
+                   f"chrF {s['chrf']:.2f}" + (f" (BLEU by corpus{each[1:]})" if each else "")
+                   + (" (best)" if improved else ""))

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Config, from_dict, load_config, save_config
+from ..config import Config, DataConfig, from_dict, load_config, save_config
 from ..data import corpus
 from ..data.corpus import Pair
+from ..data.mixing import Mixture
 from ..data.preparation import inputs_fingerprint, prepare_corpus
 from ..data.store import EncodedCorpus, open_store, read_manifest
 from ..data.tokenizer import TokenizerPair
@@ -33,6 +34,8 @@ class PreparedRun:
     valid: list[Pair]
     corpus_key: str  # the store's manifest key, recorded in checkpoints
     resumed: bool
+    mixture: Mixture | None = None  # data.corpora: how epochs draw from the store's corpora
+    valid_by_corpus: dict[str, list[Pair]] = field(default_factory=dict)  # data.corpora: each one's split
 
 
 def set_up_run(config: Config, is_main: bool = True, log=print, start: Start | None = None) -> PreparedRun:
@@ -64,7 +67,10 @@ def set_up_run(config: Config, is_main: bool = True, log=print, start: Start | N
                 write_lineage(run, start.lineage)
         else:
             _prepare_new(run, config, log, start)
-    return _open(run, config)
+    prepared = _open(run, config)
+    if prepared.mixture is not None:
+        log(prepared.mixture.summary())
+    return prepared
 
 
 def set_up_run_on_every_rank(config: Config, rank: int, world_size: int, poll_seconds: float = 0.5,
@@ -95,8 +101,9 @@ def set_up_run_on_every_rank(config: Config, rank: int, world_size: int, poll_se
 
 
 def _prepare_new(run: RunPaths, config: Config, log, start: Start | None) -> None:
-    if config.data.source != "hub":
-        corpus.corpus_files(config.data)  # a missing corpus file is an error before any folder is made
+    for source in config.data.mixture():  # a missing corpus file is an error before any folder is made
+        if source.source != "hub":
+            corpus.corpus_files(config.data.reading(source))
     log(f"preparing the corpus ({_describe(config)})")
     if run.root.exists():  # a folder from a run that never reached its first checkpoint
         shutil.rmtree(run.root)
@@ -156,7 +163,16 @@ def _open(run: RunPaths, config: Config) -> PreparedRun:
         raise UserError(f"the prepared corpus in {run.store} is missing or incomplete")
     tokenizers = TokenizerPair.load(run.src_tokenizer, run.tgt_tokenizer, config.tokenizer.joint)
     valid = corpus.read_held_out(run, "valid", config.data)
-    return PreparedRun(run, tokenizers, open_store(run.store, manifest), valid, manifest.key, run.has_checkpoints())
+    prepared = PreparedRun(run, tokenizers, open_store(run.store, manifest), valid, manifest.key,
+                           run.has_checkpoints())
+    if config.data.mixed:
+        corpora = config.data.mixture()
+        sizes = manifest.corpus_sizes()
+        if list(sizes) != [c.name for c in corpora]:
+            raise UserError(f"the prepared corpus in {run.store} holds other corpora than data.corpora names")
+        prepared.mixture = Mixture(tuple(sizes.values()), tuple(c.weight for c in corpora), tuple(sizes))
+        prepared.valid_by_corpus = {c.name: corpus.read_held_out(run, "valid", config.data, c.name) for c in corpora}
+    return prepared
 
 
 def _check_same_model(run: RunPaths, config: Config) -> None:
@@ -170,8 +186,13 @@ def _check_same_model(run: RunPaths, config: Config) -> None:
 
 
 def _describe(config: Config) -> str:
-    if config.data.source == "hub":
-        return f"{config.data.dataset}, {config.data.dataset_config}"
-    if config.data.source == "sample":
+    return "; ".join(_describe_one(config.data.reading(source)) + (f" × {source.weight:g}" if config.data.mixed else "")
+                     for source in config.data.mixture())
+
+
+def _describe_one(data: DataConfig) -> str:
+    if data.source == "hub":
+        return f"{data.dataset}, {data.dataset_config}"
+    if data.source == "sample":
         return "embedded Tatoeba sample"
-    return ", ".join(config.data.files)
+    return ", ".join(data.files)

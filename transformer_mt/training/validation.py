@@ -3,12 +3,13 @@ length-sorted part of the validation split; and early stopping on its BLEU."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from ..config import Config
 from ..data.batching import collate, token_batches
+from ..data.corpus import Pair
 from ..data.store import encode_pairs
 from ..decoding.scores import corpus_scores
 from ..decoding.search import greedy
@@ -24,13 +25,21 @@ class ValidationResult:
     scalars: dict[str, float]  # loss, nll, ppl, bleu, chrf
     samples_markdown: str
     figure: object | None  # the first sentence's cross-attention (matplotlib), when matplotlib is installed
+    by_corpus: dict[str, dict[str, float]] = field(default_factory=dict)  # data.corpora: bleu and chrf of each
 
 
 class ValidationSet:
-    """A capped, length-sorted subset of the validation split, encoded once."""
+    """A capped, length-sorted subset of the validation split, encoded once: the first
+    train.valid_max_sentences pairs of the split, or of each corpus's split with data.corpora (the
+    run's BLEU is then that of all of them together; each corpus's is reported too)."""
 
     def __init__(self, prepared: PreparedRun, config: Config):
-        self.pairs = prepared.valid[: config.train.valid_max_sentences]
+        self.pairs: list[Pair] = []
+        self.groups: dict[str, slice] = {}
+        for name, pairs in (prepared.valid_by_corpus or {"": prepared.valid}).items():
+            start = len(self.pairs)
+            self.pairs += pairs[: config.train.valid_max_sentences]
+            self.groups[name] = slice(start, len(self.pairs))
         self.ids = encode_pairs(self.pairs, prepared.tokenizers, config.model.max_positions)
         self.batches = token_batches(self.ids, config.train.batch_tokens, None)
         self.tokenizers = prepared.tokenizers
@@ -56,12 +65,22 @@ class ValidationSet:
         scores = corpus_scores(hypotheses, [[t for _, t in self.pairs]])
         scalars = {"loss": loss / tokens, "nll": nll / tokens, "ppl": math.exp(min(nll / tokens, 50)),
                    "bleu": scores.bleu, "chrf": scores.chrf}
-        return ValidationResult(scalars, self._samples(hypotheses), figure)
+        return ValidationResult(scalars, self._samples(hypotheses), figure, self._by_corpus(hypotheses))
+
+    def _by_corpus(self, hypotheses: list[str]) -> dict[str, dict[str, float]]:
+        if list(self.groups) == [""]:
+            return {}
+        scores = {name: corpus_scores(hypotheses[part], [[t for _, t in self.pairs[part]]])
+                  for name, part in self.groups.items()}
+        return {name: {"bleu": s.bleu, "chrf": s.chrf} for name, s in scores.items()}
 
     def _samples(self, hypotheses: list[str], count: int = 4) -> str:
+        """The first `count` sentences, shared among the corpora."""
+        each = max(1, count // len(self.groups))
         rows = ["| source | reference | hypothesis |", "|---|---|---|"]
-        for (src, ref), hyp in list(zip(self.pairs, hypotheses))[:count]:
-            rows.append(f"| {src} | {ref} | {hyp} |".replace("\n", " "))
+        for part in self.groups.values():
+            for (src, ref), hyp in list(zip(self.pairs[part], hypotheses[part]))[:each]:
+                rows.append(f"| {src} | {ref} | {hyp} |".replace("\n", " "))
         return "\n".join(rows)
 
     def _attention_figure(self, model: Transformer, device: torch.device):
