@@ -5,45 +5,8 @@ import time
 
 import pytest
 
-from transformer_mt.config import DecodeConfig
-from transformer_mt.decoding.translator import Translation
-from transformer_mt.serving.batcher import Batcher, Job, QueueFull
-from transformer_mt.serving.metrics import Metrics
-from transformer_mt.serving.settings import BatchingConfig
-
-
-class Recorder:
-    """Translates a sentence to its upper case, recording each batch; `hold` keeps a batch decoding
-    until released, to see what the other workers do meanwhile."""
-
-    def __init__(self, parallel_batches: int = 1, hold: threading.Event | None = None):
-        self.parallel_batches, self.hold = parallel_batches, hold
-        self.batches, self.at_once, self._running, self._lock = [], 0, 0, threading.Lock()
-
-    def translate(self, sentences, decode, nbest):
-        with self._lock:
-            self.batches.append(list(sentences))
-            self._running += 1
-            self.at_once = max(self.at_once, self._running)
-        try:
-            if "fail" in sentences:
-                raise RuntimeError("this batch fails")
-            if self.hold is not None:
-                assert self.hold.wait(10)
-            return [[Translation(s.upper(), 0.0)] for s in sentences]
-        finally:
-            with self._lock:
-                self._running -= 1
-
-
-def job(*sentences: str) -> Job:
-    return Job(list(sentences), 2 * len(sentences), DecodeConfig(), 1, time.monotonic() + 30)
-
-
-def started(translator, **config) -> Batcher:
-    batcher = Batcher(translator, BatchingConfig(**config), Metrics())
-    batcher.start()
-    return batcher
+from tests.helpers.batching import Recorder, job, started
+from transformer_mt.serving.batcher import QueueFull
 
 
 def test_jobs_waiting_together_are_one_batch_and_each_gets_its_own_results():

@@ -55,11 +55,16 @@ class TextTranslator(abc.ABC):
         """The `nbest` best translations of each sentence, in input order, searched as `decode` says (default:
         the run's decode section); an empty sentence gets an empty translation. Notes on sentences cut
         to the model's positions are appended to `notes` when one is given."""
+        return self.translate_encoded(self.encode(sentences, notes), decode, nbest)
+
+    def translate_encoded(self, encoded: list[list[int]], decode: DecodeConfig | None = None,
+                          nbest: int = 1) -> list[list[Translation]]:
+        """`translate` from source ids as `encode` returns them (a server tokenizes a request once, as it
+        arrives); a sentence without tokens (nothing but EOS) gets an empty translation."""
         decode = decode or self.decode
         batch_size = decode.batch_size
-        encoded = self.encode(sentences, notes)
-        results: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
-        order = sorted((i for i, s in enumerate(sentences) if s.strip()), key=lambda i: len(encoded[i]))
+        results: list[list[Translation]] = [[Translation("", 0.0)] for _ in encoded]
+        order = sorted((i for i, ids in enumerate(encoded) if len(ids) > 1), key=lambda i: len(encoded[i]))
         chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         searched = self._search_batches([[encoded[i] for i in chunk] for chunk in chunks], decode, nbest)
         for chunk, batch_hypotheses in zip(chunks, searched):

@@ -32,8 +32,7 @@ class WorkerStopped(Exception):
 @dataclass
 class Job:
     """One request's sentences, searched together with other jobs of the same settings."""
-    sentences: list[str]
-    tokens: int  # source tokens, for the batch's token budget
+    sources: list[list[int]]  # each sentence's source ids as the encoder reads them (tokenized once, on arrival)
     decode: DecodeConfig
     nbest: int
     deadline: float  # time.monotonic()
@@ -43,6 +42,11 @@ class Job:
     @property
     def key(self) -> tuple:
         return self.decode, self.nbest
+
+    @property
+    def tokens(self) -> int:
+        """Source tokens, for the batch's token budget."""
+        return sum(map(len, self.sources))
 
 
 class Batcher:
@@ -65,18 +69,27 @@ class Batcher:
     def alive(self) -> bool:
         return all(worker.is_alive() for worker in self._workers) and not self._stopping
 
+    def check_room(self, sentences: int) -> None:
+        """QueueFull or WorkerStopped now if `sentences` more would be refused: a request learns it
+        before it costs any tokenizing (submit decides again, atomically)."""
+        with self._lock:
+            self._check_room(sentences)
+
     def submit(self, job: Job) -> Future:
         with self._lock:
-            if not self.alive:  # stopping, or a worker died
-                raise WorkerStopped("the server is stopping")
-            if self._queued_sentences + len(job.sentences) > self.config.queue_sentences:
-                raise QueueFull(f"{self._queued_sentences} sentences are waiting (at most "
-                                f"{self.config.queue_sentences}): retry shortly")
+            self._check_room(len(job.sources))
             self._jobs.append(job)
-            self._queued_sentences += len(job.sentences)
+            self._queued_sentences += len(job.sources)
             self.metrics.queue_depth.set(self._queued_sentences)
             self._lock.notify_all()  # the gathering worker must hear of it, not only an idle one
         return job.result
+
+    def _check_room(self, sentences: int) -> None:
+        if not self.alive:  # stopping, or a worker died
+            raise WorkerStopped("the server is stopping")
+        if self._queued_sentences + sentences > self.config.queue_sentences:
+            raise QueueFull(f"{self._queued_sentences} sentences are waiting (at most "
+                            f"{self.config.queue_sentences}): retry shortly")
 
     def stop(self, timeout: float) -> None:
         """Finish what is queued (within `timeout` seconds), then end the workers."""
@@ -117,7 +130,7 @@ class Batcher:
                 self._gathering = False
                 self._lock.notify_all()  # the next idle worker may gather what is left
             self._decoding += 1
-            self._queued_sentences -= sum(len(j.sentences) for j in batch)
+            self._queued_sentences -= sum(len(j.sources) for j in batch)
             self.metrics.queue_depth.set(self._queued_sentences)
         return batch
 
@@ -152,10 +165,10 @@ class Batcher:
                 live.append(job)
         if not live:
             return
-        sentences = [s for job in live for s in job.sentences]
+        sentences = [s for job in live for s in job.sources]
         started = time.monotonic()
         try:
-            translations = self.translator.translate(sentences, live[0].decode, live[0].nbest)
+            translations = self.translator.translate_encoded(sentences, live[0].decode, live[0].nbest)
         except Exception as err:  # a bad batch fails its requests, never the worker
             for job in live:
                 job.result.set_exception(err)
@@ -166,6 +179,6 @@ class Batcher:
         self.metrics.tokens.inc(sum(job.tokens for job in live))
         start = 0
         for job in live:
-            job.result.set_result(translations[start : start + len(job.sentences)])
-            start += len(job.sentences)
+            job.result.set_result(translations[start : start + len(job.sources)])
+            start += len(job.sources)
 

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from ..config import DecodeConfig
-from ..data.tokenizer import token_budget
+from ..data.tokenizer import source_ids, token_budget
 from ..decoding.translator import TextTranslator, Translation
 from ..errors import UserError
 from .batcher import Batcher, DeadlinePassed, Job, QueueFull, WorkerStopped
@@ -45,11 +45,18 @@ class Service:
 
     async def translate(self, texts: list[str], decode: DecodeConfig, nbest: int) -> Translated:
         """Each text split into sentences, all of them decoded in the batcher, and each text's n-best put
-        back together (its k-th: each sentence's k-th hypothesis, or its last; the scores summed)."""
+        back together (its k-th: each sentence's k-th hypothesis, or its last; the scores summed). An
+        overloaded server refuses before any tokenizing; the sentences are tokenized once, here, and the
+        batcher's job carries their ids."""
         paragraphs = [Paragraph.of(text) for text in texts]
         sentences = [s for paragraph in paragraphs for s in paragraph.sentences]
-        lengths = [len(ids) for ids in self.translator.tokenizers.src.encode_batch(sentences)]
-        found = await self._decoded(sentences, lengths, decode, nbest)
+        if not sentences:
+            return Translated([[Translation(paragraph.join([]), 0.0)] for paragraph in paragraphs], [])
+        self._refusing(self.batcher.check_room, len(sentences))
+        tokens = self.translator.tokenizers.src.encode_batch(sentences)
+        lengths = [len(ids) for ids in tokens]
+        found = await self._decoded([source_ids(ids, self.translator.max_positions) for ids in tokens], decode,
+                                    nbest)
         translations, start = [], 0
         for paragraph in paragraphs:
             mine = found[start : start + len(paragraph.sentences)]
@@ -72,18 +79,9 @@ class Service:
                     notes.append(f"{where} has {length} tokens: cut to the model's {most}")
         return notes
 
-    async def _decoded(self, sentences: list[str], lengths: list[int], decode: DecodeConfig,
-                       nbest: int) -> list[list[Translation]]:
-        if not sentences:
-            return []
-        started, most = time.monotonic(), token_budget(self.translator.max_positions)
-        job = Job(sentences, sum(min(n, most) + 1 for n in lengths), decode, nbest, started + self.limits.timeout_s)
-        try:
-            future = self.batcher.submit(job)
-        except QueueFull as err:
-            raise BadRequest(f"too many requests: {err}", 429, {"Retry-After": "1"}) from None
-        except WorkerStopped as err:
-            raise BadRequest(str(err), 503) from None
+    async def _decoded(self, sources: list[list[int]], decode: DecodeConfig, nbest: int) -> list[list[Translation]]:
+        job = Job(sources, decode, nbest, time.monotonic() + self.limits.timeout_s)
+        future = self._refusing(self.batcher.submit, job)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.limits.timeout_s)
         except (asyncio.TimeoutError, DeadlinePassed):
@@ -91,3 +89,13 @@ class Service:
                              503) from None
         except UserError as err:
             raise BadRequest(str(err)) from None
+
+    @staticmethod
+    def _refusing(call, argument):
+        """`call(argument)`, a full queue answered 429 and a stopping batcher 503."""
+        try:
+            return call(argument)
+        except QueueFull as err:
+            raise BadRequest(f"too many requests: {err}", 429, {"Retry-After": "1"}) from None
+        except WorkerStopped as err:
+            raise BadRequest(str(err), 503) from None
