@@ -88,7 +88,7 @@ class DataConfig:
     dataset_config: str = "en-fr"
     revision: str | None = None
     files: list[str] = field(default_factory=list)  # .jsonl[.gz] / .tsv / two aligned text files
-    # Several corpora, each with a weight (docs/finetuning.md, "Weighted corpora"): each entry takes the
+    # Several corpora, each with a weight (docs/data-at-scale.md, "Several corpora"): each entry takes the
     # five keys above; the other data.* settings apply to every corpus. Empty: the one corpus above.
     corpora: list[CorpusConfig] = field(default_factory=list)
     src_lang: str = "en"
