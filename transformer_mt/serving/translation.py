@@ -49,14 +49,8 @@ class Service:
         overloaded server refuses before any tokenizing; the sentences are tokenized once, here, and the
         batcher's job carries their ids."""
         paragraphs = [Paragraph.of(text) for text in texts]
-        sentences = [s for paragraph in paragraphs for s in paragraph.sentences]
-        if not sentences:
-            return Translated([[Translation(paragraph.join([]), 0.0)] for paragraph in paragraphs], [])
-        self._refusing(self.batcher.check_room, len(sentences))
-        tokens = self.translator.tokenizers.src.encode_batch(sentences)
-        lengths = [len(ids) for ids in tokens]
-        found = await self._decoded([source_ids(ids, self.translator.max_positions) for ids in tokens], decode,
-                                    nbest)
+        found, lengths = await self._decoded([s for paragraph in paragraphs for s in paragraph.sentences], decode,
+                                             nbest)
         translations, start = [], 0
         for paragraph in paragraphs:
             mine = found[start : start + len(paragraph.sentences)]
@@ -79,11 +73,19 @@ class Service:
                     notes.append(f"{where} has {length} tokens: cut to the model's {most}")
         return notes
 
-    async def _decoded(self, sources: list[list[int]], decode: DecodeConfig, nbest: int) -> list[list[Translation]]:
+    async def _decoded(self, sentences: list[str], decode: DecodeConfig,
+                       nbest: int) -> tuple[list[list[Translation]], list[int]]:
+        """Each sentence's n-best from the batcher, and its source tokens before any cut."""
+        if not sentences:
+            return [], []
+        self._refusing(self.batcher.check_room, len(sentences))
+        tokens = self.translator.tokenizers.src.encode_batch(sentences)
+        sources = [source_ids(ids, self.translator.max_positions) for ids in tokens]
         job = Job(sources, decode, nbest, time.monotonic() + self.limits.timeout_s)
         future = self._refusing(self.batcher.submit, job)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.limits.timeout_s)
+            return (await asyncio.wait_for(asyncio.wrap_future(future), self.limits.timeout_s),
+                    [len(ids) for ids in tokens])
         except (asyncio.TimeoutError, DeadlinePassed):
             raise BadRequest(f"not translated within {self.limits.timeout_s:g} s: the server is overloaded",
                              503) from None
