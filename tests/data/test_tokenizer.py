@@ -61,6 +61,9 @@ def test_translators_note_when_they_cut_a_source_and_print_nothing(sample_pairs,
         def _search(self, batch, decode, nbest):
             raise NotImplementedError
 
+        def _attention(self, sources, targets):
+            raise NotImplementedError
+
     translator = Encoding()
     translator.tokenizers = TokenizerPair.train(sample_pairs[:500], TokenizerConfig(vocab_size=400))
     translator.max_positions = 6

@@ -61,6 +61,22 @@ def test_greedy_search_gives_our_tokens(exported, sample_pairs):
     assert [h[0].text for h in theirs.translate(sentences, search)] == expected
 
 
+def test_the_export_aligns_a_translation_to_its_source_as_pytorch_does(exported, sample_pairs):
+    run, folder = exported
+    ours, theirs = Translator(run, device="cpu"), ExportedTranslator(folder, "cpu", threads=1)
+    sentences = [s for s, _ in sample_pairs[640:660]]
+    translations = [t for _, t in sample_pairs[640:660]]  # any text aligns; a reference one has words
+    sources = ours.encode(sentences)
+    targets = [ours.tokenizers.tgt.encode(t)[: ours.max_positions - 1] for t in translations]
+    for mine, its, target in zip(ours._attention(sources, targets), theirs._attention(sources, targets), targets):
+        torch.testing.assert_close(torch.tensor(its[: len(target)]), torch.tensor(mine), atol=1e-4, rtol=0)
+    assert theirs.align(sources, translations) == ours.align(sources, translations)
+    for beam in (1, 4):  # the search's own attention (no second pass) aligns as the forced pass does
+        search = replace(ours.decode, beam_size=beam, max_len_a=1.0, max_len_b=5)
+        done = theirs.translate_encoded(sources, search, 1, align=[True] * len(sources))
+        assert [d[0].alignment for d in done] == ours.align(sources, [d[0].text for d in done])
+
+
 def test_the_export_folder_holds_model_tokenizers_and_what_decoding_needs(exported):
     run, folder = exported
     meta = read_meta(folder)

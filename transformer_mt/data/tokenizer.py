@@ -71,6 +71,10 @@ class Tokenizer:
         encode = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
         return [enc.ids for enc in encode(texts)]
 
+    def encode_with_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """Ids of many texts at once, and the characters of the text each token stands for."""
+        return [(enc.ids, [tuple(span) for span in enc.offsets]) for enc in self.hf.encode_batch(texts)]
+
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=True).strip()
 

@@ -56,19 +56,23 @@ class ExportedTranslator(TextTranslator):
         self.max_positions, self.max_output = meta.max_positions, token_budget(meta.max_positions)
         self.checkpoint, self.step, self.quantization = Path(meta.checkpoint), meta.step, meta.quantization
         self.src_tokens = self.tokenizers.src.tokens()
-        self.tgt_ids = {token: i for i, token in enumerate(self.tokenizers.tgt.tokens())}
+        self.tgt_tokens = self.tokenizers.tgt.tokens()
+        self.tgt_ids = {token: i for i, token in enumerate(self.tgt_tokens)}
 
     def _search(self, batch: list[list[int]], decode: DecodeConfig, nbest: int) -> list[list[Hypothesis]]:
         return next(self._search_batches([batch], decode, nbest))
 
-    def _search_batches(self, batches: list[list[list[int]]], decode: DecodeConfig,
-                        nbest: int) -> Iterator[list[list[Hypothesis]]]:
-        """Every batch is submitted before the first is awaited, so that the workers decode in parallel."""
+    def _search_batches(self, batches: list[list[list[int]]], decode: DecodeConfig, nbest: int,
+                        attention: bool = False) -> Iterator[list[list[Hypothesis]]]:
+        """Every batch is submitted before the first is awaited, so that the workers decode in parallel;
+        with `attention`, each hypothesis keeps the alignment layer's weights (they cost the search next
+        to nothing: docs/serving.md)."""
         submitted = []
         for batch in batches:
             limits = [output_limit(len(ids) - 1, decode.max_len_a, decode.max_len_b, self.max_output) for ids in batch]
             pending = self.model.translate_batch([[self.src_tokens[t] for t in ids] for ids in batch],
-                                                 asynchronous=True, **self._options(decode, max(limits)))
+                                                 asynchronous=True, return_attention=attention,
+                                                 **self._options(decode, max(limits)))
             submitted.append((pending, limits))
         for pending, limits in submitted:
             yield [self._hypotheses(output.result(), decode, limit)[:nbest] for output, limit in zip(pending, limits)]
@@ -87,11 +91,21 @@ class ExportedTranslator(TextTranslator):
 
     def _hypotheses(self, output, decode: DecodeConfig, limit: int) -> list[Hypothesis]:
         hypotheses = []
-        for tokens, score in zip(output.hypotheses, output.scores):
+        attention = output.attention or [None] * len(output.hypotheses)
+        for tokens, score, weights in zip(output.hypotheses, output.scores, attention):
             ids = [self.tgt_ids[token] for token in tokens]
             summed = score * len(ids) ** self._penalty(decode)
             ids = ids[:-1] if ids and ids[-1] == EOS and len(ids) <= limit + 1 else ids[:limit]
             normalised = summed / length_penalty(len(ids) + 1, decode.length_penalty, decode.alpha) \
                 if decode.beam_size > 1 else summed
-            hypotheses.append(Hypothesis(ids, normalised, summed))
+            hypotheses.append(Hypothesis(ids, normalised, summed, weights[: len(ids)] if weights else None))
         return sorted(hypotheses, key=lambda h: -h.score)
+
+    def _attention(self, sources: list[list[int]], targets: list[list[int]]) -> list[list[list[float]]]:
+        """The export's alignment layer and heads (written at export: translator.ALIGNMENT_LAYER, all
+        heads), while it decodes the target as a forced prefix."""
+        outputs = self.model.translate_batch([[self.src_tokens[t] for t in ids] for ids in sources],
+                                             target_prefix=[[self.tgt_tokens[t] for t in ids] for ids in targets],
+                                             beam_size=1, return_attention=True, max_input_length=0,
+                                             max_decoding_length=max(map(len, targets)), max_batch_size=0)
+        return [output.attention[0] for output in outputs]

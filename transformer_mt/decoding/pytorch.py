@@ -12,13 +12,14 @@ import torch
 
 from ..config import Config, DecodeConfig
 from ..data.batching import pad_batch
+from ..data.tokenizer import BOS
 from ..model.checkpoint import Trained
 from ..model.device import DTYPES, attention_kernels, pick_device, slow_precision_warning
 from ..model.transformer import Transformer
 from ..run_folder import RunPaths
 from .search import beam_search, greedy
 from .search_rules import Hypothesis
-from .translator import TextTranslator
+from .translator import TextTranslator, alignment_layer
 
 
 class Translator(TextTranslator):
@@ -50,3 +51,12 @@ class Translator(TextTranslator):
             if decode.beam_size == 1:
                 return [[h] for h in greedy(self.model, src, decode, self.model.max_output_len)]
             return beam_search(self.model, src, decode, self.model.max_output_len, nbest)
+
+    @torch.no_grad()
+    def _attention(self, sources: list[list[int]], targets: list[list[int]]) -> list[list[list[float]]]:
+        src = pad_batch(sources, self.device)
+        tgt_in = pad_batch([[BOS] + ids for ids in targets], self.device)
+        with attention_kernels(self.device):
+            cross = self.model.attention_maps(src, tgt_in).cross
+        weights = cross[alignment_layer(len(cross))].float().mean(1).cpu()  # (B, T, S)
+        return [weights[b, : len(targets[b]), : len(sources[b])].tolist() for b in range(len(sources))]

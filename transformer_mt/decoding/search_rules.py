@@ -14,6 +14,7 @@ class Hypothesis:
     tokens: list[int]  # without BOS/EOS
     score: float  # length-normalised (beam) or summed (greedy) log-probability
     logprob: float  # summed log-probability, EOS included
+    attention: list[list[float]] | None = None  # per token, the alignment layer's weights (where the search has them)
 
 
 def length_penalty(length: int, kind: str, alpha: float) -> float:

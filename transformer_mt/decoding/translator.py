@@ -15,11 +15,30 @@ from ..data.tokenizer import TokenizerPair, source_ids, token_budget
 from ..errors import UserError
 from .search_rules import Hypothesis
 
+# The decoder layer whose cross-attention (averaged over its heads) aligns a translation to its source:
+# the penultimate one where there are two or more. Measured against the others in docs/serving.md
+# ("Inline tags"); a CTranslate2 export is written with the same choice.
+ALIGNMENT_LAYER = -2
+
+
+def alignment_layer(decoder_layers: int) -> int:
+    """ALIGNMENT_LAYER as an index from the end that a model of `decoder_layers` layers has."""
+    return ALIGNMENT_LAYER if decoder_layers >= -ALIGNMENT_LAYER else -1
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """A translation's tokens against its source's: each target token's characters in the translation's
+    text, and the source token it attends to most (an index into the source ids)."""
+    target_spans: list[tuple[int, int]]
+    source_of: list[int]
+
 
 @dataclass
 class Translation:
     text: str
     score: float
+    alignment: Alignment | None = None  # set where it was asked for (a server's HTML requests)
 
 
 class TextTranslator(abc.ABC):
@@ -57,20 +76,62 @@ class TextTranslator(abc.ABC):
         to the model's positions are appended to `notes` when one is given."""
         return self.translate_encoded(self.encode(sentences, notes), decode, nbest)
 
-    def translate_encoded(self, encoded: list[list[int]], decode: DecodeConfig | None = None,
-                          nbest: int = 1) -> list[list[Translation]]:
+    def translate_encoded(self, encoded: list[list[int]], decode: DecodeConfig | None = None, nbest: int = 1,
+                          align: list[bool] | None = None) -> list[list[Translation]]:
         """`translate` from source ids as `encode` returns them (a server tokenizes a request once, as it
-        arrives); a sentence without tokens (nothing but EOS) gets an empty translation."""
+        arrives); a sentence without tokens (nothing but EOS) gets an empty translation. Where align[i],
+        each of sentence i's hypotheses carries its Alignment: from the search's own attention where the
+        backend returns it (CTranslate2), else from one forced pass (`align`)."""
         decode = decode or self.decode
         batch_size = decode.batch_size
+        aligning = align is not None and any(align)
         results: list[list[Translation]] = [[Translation("", 0.0)] for _ in encoded]
+        found: dict[int, list[Hypothesis]] = {}
         order = sorted((i for i, ids in enumerate(encoded) if len(ids) > 1), key=lambda i: len(encoded[i]))
         chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-        searched = self._search_batches([[encoded[i] for i in chunk] for chunk in chunks], decode, nbest)
+        searched = self._search_batches([[encoded[i] for i in chunk] for chunk in chunks], decode, nbest, aligning)
         for chunk, batch_hypotheses in zip(chunks, searched):
             for index, hyps in zip(chunk, batch_hypotheses):
                 results[index] = [Translation(self.tokenizers.tgt.decode(h.tokens), h.score) for h in hyps]
+                found[index] = hyps
+        if aligning:
+            self._attach_alignments(encoded, results, found, align)
         return results
+
+    def _attach_alignments(self, encoded: list[list[int]], results: list[list[Translation]],
+                           found: dict[int, list[Hypothesis]], align: list[bool]) -> None:
+        """Alignment of each hypothesis asked for: the search's attention where its tokens are the ones the
+        translation's text encodes to (byte-level BPE nearly always), one forced pass for the others."""
+        pending = []
+        for index in (i for i, wanted in enumerate(align) if wanted and i in found):
+            texts = [t.text for t in results[index]]
+            for hyp, translation, (ids, spans) in zip(found[index], results[index],
+                                                      self.tokenizers.tgt.encode_with_offsets(texts)):
+                if hyp.attention is not None and ids == hyp.tokens:
+                    translation.alignment = Alignment(spans, [_argmax(row) for row in hyp.attention[: len(ids)]])
+                else:
+                    pending.append((index, translation))
+        if pending:
+            forced = self.align([encoded[i] for i, _ in pending], [t.text for _, t in pending])
+            for (_, translation), alignment in zip(pending, forced):
+                translation.alignment = alignment
+
+    def align(self, encoded: list[list[int]], translations: list[str]) -> list[Alignment]:
+        """Each translation aligned to its source ids (as `encode` returns them) by one forced pass of
+        the decoder over the translation's tokens (those within the model's positions)."""
+        budget = token_budget(self.max_positions)
+        targets = [(ids[:budget], spans[:budget])
+                   for ids, spans in self.tokenizers.tgt.encode_with_offsets(translations)]
+        found: list[Alignment] = [Alignment([], []) for _ in encoded]
+        order = sorted((i for i, (ids, _) in enumerate(targets) if ids and len(encoded[i]) > 1),
+                       key=lambda i: len(encoded[i]))
+        for start in range(0, len(order), self.decode.batch_size):
+            chunk = order[start : start + self.decode.batch_size]
+            rows = self._attention([encoded[i] for i in chunk], [targets[i][0] for i in chunk])
+            for index, attention in zip(chunk, rows):
+                spans = targets[index][1]
+                found[index] = Alignment(spans, [_argmax(row) for row in attention[: len(spans)]])
+        return found
 
     def empty_note(self, sentences: list[str], texts: list[str]) -> str | None:
         """A note when non-empty sentences got empty translations: a blank line alone looks like a bug of
@@ -85,7 +146,17 @@ class TextTranslator(abc.ABC):
     def _search(self, batch: list[list[int]], decode: DecodeConfig, nbest: int) -> list[list[Hypothesis]]:
         """The `nbest` best hypotheses of each sentence of a batch (token ids, each ending in EOS)."""
 
-    def _search_batches(self, batches: list[list[list[int]]], decode: DecodeConfig,
-                        nbest: int) -> Iterator[list[list[Hypothesis]]]:
-        """_search of each batch, in order; a backend that decodes batches in parallel overrides it."""
+    @abc.abstractmethod
+    def _attention(self, sources: list[list[int]], targets: list[list[int]]) -> list[list[list[float]]]:
+        """Per pair, the alignment layer's cross-attention averaged over heads while the decoder reads
+        BOS + target: one row per target token (at least), one column per source id."""
+
+    def _search_batches(self, batches: list[list[list[int]]], decode: DecodeConfig, nbest: int,
+                        attention: bool = False) -> Iterator[list[list[Hypothesis]]]:
+        """_search of each batch, in order; a backend that decodes batches in parallel, or that returns
+        the search's attention when `attention` asks for it, overrides it."""
         return (self._search(batch, decode, nbest) for batch in batches)
+
+
+def _argmax(row: list[float]) -> int:
+    return max(range(len(row)), key=row.__getitem__)

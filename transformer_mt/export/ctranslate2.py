@@ -24,6 +24,7 @@ from ..decoding.ctranslate2_folder import (
     ExportMeta,
     require_ctranslate2,
 )
+from ..decoding.translator import alignment_layer
 from ..errors import UserError
 from ..model.checkpoint import Trained
 from ..model.transformer import sinusoidal_positions
@@ -74,7 +75,9 @@ def transformer_spec(cfg: ModelConfig, weights: dict[str, torch.Tensor], src_tok
     from ctranslate2.specs import transformer_spec as ts
 
     spec = ts.TransformerSpec.from_config((cfg.encoder_layers, cfg.decoder_layers), cfg.n_heads,
-                                          pre_norm=cfg.norm_first, activation=common_spec.Activation.RELU)
+                                          pre_norm=cfg.norm_first, activation=common_spec.Activation.RELU,
+                                          alignment_layer=alignment_layer(cfg.decoder_layers),
+                                          alignment_heads=cfg.n_heads)  # the server's inline-tag alignment
     get = _Weights(weights)
     positions = sinusoidal_positions(cfg.max_positions, cfg.d_model).numpy()  # ours, not CTranslate2's table
     encoder, decoder = spec.encoder, spec.decoder
