@@ -17,7 +17,7 @@ class Recorder:
         self.parallel_batches, self.hold = parallel_batches, hold
         self.batches, self.at_once, self._running, self._lock = [], 0, 0, threading.Lock()
 
-    def translate_encoded(self, sources, decode, nbest):
+    def translate_encoded(self, sources, decode, nbest, align=None):
         sentences = ["".join(map(chr, ids)) for ids in sources]
         with self._lock:
             self.batches.append(list(sentences))

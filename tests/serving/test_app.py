@@ -1,5 +1,6 @@
 """The HTTP service, tested as a client meets it: the real server (scripts/serve.py) as a subprocess
 on a free loopback port with a tiny model, and real HTTP clients."""
+import html
 import json
 import random
 import shutil
@@ -12,45 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers.runs import tiny_run
-from transformer_mt.benchmark.server_process import ServerProcess
-from transformer_mt.decoding.pytorch import Translator
+from tests.helpers.serving import Server, post, single, skeleton
+from transformer_mt.benchmark.html_pages import PAGES
 from transformer_mt.run_folder import open_run
-from transformer_mt.serving.paragraphs import Paragraph
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def Server(run: Path | None, *flags: str) -> ServerProcess:
-    return ServerProcess(["--run", str(run)] if run else [], *flags, ready_within=60)
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, sample_pairs):
-    return tiny_run(tmp_path_factory.mktemp("serve"), sample_pairs[:500]).root
-
-
-@pytest.fixture(scope="module")
-def server(run):
-    started = Server(run, "--max-wait-ms", "30")
-    yield started
-    started.stop()
-
-
-@pytest.fixture(scope="module")
-def ours(run):
-    return Translator(open_run(run), device="cpu")
-
-
-def single(sample_pairs, start: int, count: int) -> list[str]:
-    """`count` source sentences from `start` on that the server does not split further (some lines of
-    the corpus hold two sentences), so that ours translate them as they are."""
-    found = [s for s, _ in sample_pairs[start:] if len(Paragraph.of(s).sentences) == 1]
-    return found[:count]
-
-
-def post(server, path="/translate", **kwargs) -> httpx.Response:
-    return httpx.post(f"{server.url}{path}", timeout=60, **kwargs)
 
 
 def test_the_libretranslate_client_translates_and_lists_languages(server, ours, sample_pairs):
@@ -123,11 +90,15 @@ BAD = [
     ({"content": b'{"q": "\\ud800"}', "headers": {"Content-Type": "application/json"}}, 400, "not valid Unicode"),
     ({"json": {"q": "Hi.", "source": "de"}}, 400, "not an available source language"),
     ({"json": {"q": "Hi.", "target": "es"}}, 400, "not an available target language"),
-    ({"json": {"q": "Hi.", "format": "html"}}, 400, "format 'html' is not supported"),
+    ({"json": {"q": "Hi.", "format": "xml"}}, 400, "format 'xml' is not supported: send text or html"),
+    ({"json": {"q": "Bonjour tout le monde, comment allez-vous ?", "source": "auto"}}, 400,
+     "French (fr) is not available as a target language from French (fr)"),
     ({"json": {"q": "Hi.", "alternatives": -1}}, 400, "alternatives must be a whole number from 0 to 4"),
     ({"json": {"q": "Hi.", "alternatives": "many"}}, 400, "alternatives must be"),
     ({"json": {"q": "Hi.", "alternatives": 1.5}}, 400, "alternatives must be"),
     ({"json": []}, 400, "must be an object"),
+    ({"content": b"--x\r\nnot a form", "headers": {"Content-Type": "multipart/form-data; boundary=x"}}, 400,
+     "multipart form could not be read"),
 ]
 
 
@@ -145,17 +116,19 @@ def test_an_empty_text_is_an_empty_translation_and_native_mistakes_are_400(serve
                           ({"text": "Hi.", "beam_size": 99}, "at most 16")):
         answer = post(server, "/v1/translate", json=body)
         assert answer.status_code == 400 and message in answer.json()["error"], answer.text
-    assert httpx.post(f"{server.url}/detect", data={"q": "Hello"}).status_code == 400
+    assert post(server, "/detect", data={"q": ""}).json() == {"error": "Invalid request: missing q parameter"}
+    assert post(server, "/detect", data={"q": "1234"}).json() == [{"confidence": 0.0, "language": "en"}]
 
 
 def test_a_few_hundred_random_bodies_get_no_server_error(server):
     rng = random.Random(0)
     fields = ["q", "source", "target", "format", "alternatives", "api_key", "text", "nbest"]
-    values = ["", "Hi.", "en", "fr", "auto", 0, -1, 3, 1e308, None, [], ["a", None], {"q": 1}, "\u0000", True]
+    values = ["", "Hi.", "en", "fr", "auto", 0, -1, 3, 1e308, None, [], ["a", None], {"q": 1}, "\u0000", True,
+              "html", "<p>Hi <b>there</b>.</p>", ["<i>a</i>", "<p>b"]]
     with httpx.Client(timeout=60) as client:
         for number in range(300):
             body = {rng.choice(fields): rng.choice(values) for _ in range(rng.randint(0, 5))}
-            path = rng.choice(["/translate", "/v1/translate"])
+            path = rng.choice(["/translate", "/v1/translate", "/detect"])
             if number % 3:
                 answer = client.post(f"{server.url}{path}", json=body)
             else:
@@ -239,6 +212,8 @@ def test_a_ctranslate2_export_is_served_as_it_translates(run, tmp_path, sample_p
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda s: post(server, json={"q": s}), sentences))
         assert all(a.status_code == 200 and isinstance(a.json()["translatedText"], str) for a in answers)
+        page = post(server, json={"q": PAGES["article"], "format": "html", "source": "auto"})  # aligned by CTranslate2
+        assert page.status_code == 200 and skeleton(page.json()["translatedText"]) == skeleton(PAGES["article"])
         maps = Path(f"/proc/{server.process.pid}/maps")
         if maps.exists():  # Linux: an export is served without PyTorch's libraries ever loading
             assert "libtorch" not in maps.read_text()
@@ -287,5 +262,14 @@ def test_the_web_page_translates_in_a_real_browser(server, ours, sample_pairs):
         assert browser.find_element(By.ID, "count").text == "5,001 / 5,000 characters"
         browser.find_element(By.ID, "translate").click()
         wait.until(lambda b: "at most 5,000" in b.find_element(By.ID, "error").text)
+        # HTML: the markup comes back, shown as text (the page never renders what the server sends)
+        browser.find_element(By.CSS_SELECTOR, "input[name=format][value=html]").click()
+        browser.execute_script("const s = document.getElementById('source'); s.value = arguments[0]; "
+                               "s.dispatchEvent(new Event('input'));", f"<p>{html.escape(sentence)}</p>")
+        browser.find_element(By.ID, "translate").click()
+        wait.until(lambda b: b.find_element(By.ID, "target").text.startswith("<p>"))
+        want = "".join(c for c in html.escape(ours.translate([sentence])[0][0].text, quote=False)
+                       if " " <= c < "\ufffe")
+        assert browser.find_element(By.ID, "target").text == f"<p>{want}</p>"
     finally:
         browser.quit()

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from ..decoding.translator import TextTranslator
 from . import libretranslate, native
 from .batcher import Batcher
+from .detection import Detector
 from .keys import ApiKeys
 from .metrics import Metrics
 from .requests import BadRequest
@@ -41,7 +42,7 @@ def create_app(translator: TextTranslator, config: ServeConfig, keys: ApiKeys) -
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "X-API-Key"])
-    app.include_router(libretranslate.router(service, keys))
+    app.include_router(libretranslate.router(service, keys, Detector()))
     app.include_router(native.router(service, keys))
     _operations(app, batcher, metrics)
     _errors(app)

@@ -36,6 +36,7 @@ class Job:
     decode: DecodeConfig
     nbest: int
     deadline: float  # time.monotonic()
+    align: list[bool] | None = None  # per sentence: its hypotheses aligned to it (HTML: where inline tags go)
     queued: float = field(default_factory=time.monotonic)
     result: Future = field(default_factory=Future)
 
@@ -167,9 +168,11 @@ class Batcher:
             return
         sentences = [s for job in live for s in job.sources]
         started = time.monotonic()
-        try:
-            translations = self.translator.translate_encoded(sentences, live[0].decode, live[0].nbest)
-        except Exception as err:  # a bad batch fails its requests, never the worker
+        try:  # a bad batch fails its requests, never the worker
+            align = [wanted for job in live for wanted in job.align or [False] * len(job.sources)] \
+                if any(job.align for job in live) else None
+            translations = self.translator.translate_encoded(sentences, live[0].decode, live[0].nbest, align)
+        except Exception as err:
             for job in live:
                 job.result.set_exception(err)
             return
@@ -181,4 +184,3 @@ class Batcher:
         for job in live:
             job.result.set_result(translations[start : start + len(job.sources)])
             start += len(job.sources)
-

@@ -5,6 +5,7 @@ import json
 from urllib.parse import parse_qsl
 
 from fastapi import Request
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 
 class BadRequest(Exception):
@@ -29,15 +30,29 @@ async def body_within(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _multipart(headers, body: bytes):
+    """A multipart body's fields (Starlette's parser, over the body already read within its limit)."""
+    async def chunks():
+        yield body
+
+    try:
+        return await MultiPartParser(headers, chunks()).parse()
+    except MultiPartException as err:
+        raise BadRequest(f"the multipart form could not be read: {err.message}") from None
+
+
 async def parameters(request: Request, limit: int) -> dict:
-    """The body's fields: a JSON object, or form fields (urlencoded or multipart; the last value of a
-    repeated field)."""
+    """The request's fields: a JSON body's object; else the query string's and a form body's
+    (urlencoded or multipart; the last value of a repeated field), the query string's first where both
+    name one, as LibreTranslate (Flask's request.values) reads them: PHP clients put q in the URL."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    query = dict(request.query_params)
     if kind == "multipart/form-data":
-        await body_within(request, limit)  # cached by Starlette for form()
-        form = await request.form()
-        return {key: value for key, value in form.items() if isinstance(value, str)}
+        form = await _multipart(request.headers, await body_within(request, limit))
+        return {**{key: value for key, value in form.items() if isinstance(value, str)}, **query}
     body = await body_within(request, limit)
+    if not body and kind != "application/json":
+        return query
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -52,6 +67,6 @@ async def parameters(request: Request, limit: int) -> dict:
                              "\"target\": \"fr\"}")
         return fields
     if kind == "application/x-www-form-urlencoded":
-        return dict(parse_qsl(text, keep_blank_values=True))
+        return {**dict(parse_qsl(text, keep_blank_values=True)), **query}
     raise BadRequest(f"unsupported content type {kind or '(none)'!r}: send application/json or a form "
                      "(application/x-www-form-urlencoded or multipart/form-data)")

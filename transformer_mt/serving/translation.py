@@ -1,5 +1,6 @@
 """What every translating route shares: checking the text against the limits, queueing it for the
-batcher, and waiting for its results within the request's deadline."""
+batcher, and waiting for its results within the request's deadline; for HTML, reading the page and
+writing it back (markup.py) off the event loop, with each inline tag placed by alignment (placement.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +12,9 @@ from ..data.tokenizer import source_ids, token_budget
 from ..decoding.translator import TextTranslator, Translation
 from ..errors import UserError
 from .batcher import Batcher, DeadlinePassed, Job, QueueFull, WorkerStopped
+from .markup import BadHtml, Page
 from .paragraphs import Paragraph
+from .placement import place
 from .requests import BadRequest
 from .settings import Limits
 
@@ -49,8 +52,8 @@ class Service:
         overloaded server refuses before any tokenizing; the sentences are tokenized once, here, and the
         batcher's job carries their ids."""
         paragraphs = [Paragraph.of(text) for text in texts]
-        found, lengths = await self._decoded([s for paragraph in paragraphs for s in paragraph.sentences], decode,
-                                             nbest)
+        found, lengths, _ = await self._decoded([s for paragraph in paragraphs for s in paragraph.sentences],
+                                                decode, nbest)
         translations, start = [], 0
         for paragraph in paragraphs:
             mine = found[start : start + len(paragraph.sentences)]
@@ -73,19 +76,45 @@ class Service:
                     notes.append(f"{where} has {length} tokens: cut to the model's {most}")
         return notes
 
-    async def _decoded(self, sentences: list[str], decode: DecodeConfig,
-                       nbest: int) -> tuple[list[list[Translation]], list[int]]:
-        """Each sentence's n-best from the batcher, and its source tokens before any cut."""
+    async def read_html(self, texts: list[str]) -> list[Page]:
+        """The texts read as HTML, off the event loop; an overloaded server refuses before reading."""
+        self._refusing(self.batcher.check_room, 1)
+        return await asyncio.to_thread(_read_pages, texts)
+
+    async def translate_html(self, read: list[Page], decode: DecodeConfig, nbest: int) -> Translated:
+        """Each page's n-best (its k-th: every unit's k-th hypothesis, or its last), its markup kept."""
+        units = [unit for page in read for unit in page.units]
+        found, lengths, spans = await self._decoded([unit.text for unit in units], decode, nbest,
+                                                    align=[bool(unit.pieces) for unit in units])
+        count = max((len(hyps) for hyps in found), default=1)
+        rendered = await asyncio.to_thread(_render_pages, read, found, spans, count)
+        most, notes, start = token_budget(self.translator.max_positions), [], 0
+        for number, page in enumerate(read, 1):
+            mine = lengths[start : start + len(page.units)]
+            start += len(mine)
+            notes += [f"text {number} has a sentence of {length} tokens: cut to the model's {most}"
+                      for length in mine if length > most]
+        return Translated(rendered, notes)
+
+    async def _decoded(self, sentences: list[str], decode: DecodeConfig, nbest: int,
+                       align: list[bool] | None = None
+                       ) -> tuple[list[list[Translation]], list[int], list[list[tuple[int, int]]]]:
+        """Each sentence's n-best from the batcher, its source tokens before any cut, and (with `align`:
+        where align[i], sentence i's hypotheses aligned to it; a sentence with no inline tag to place
+        needs none) the characters of each source token."""
         if not sentences:
-            return [], []
+            return [], [], []
         self._refusing(self.batcher.check_room, len(sentences))
-        tokens = self.translator.tokenizers.src.encode_batch(sentences)
+        if align is not None:
+            tokens, spans = zip(*self.translator.tokenizers.src.encode_with_offsets(sentences))
+        else:
+            tokens, spans = self.translator.tokenizers.src.encode_batch(sentences), []
         sources = [source_ids(ids, self.translator.max_positions) for ids in tokens]
-        job = Job(sources, decode, nbest, time.monotonic() + self.limits.timeout_s)
+        job = Job(sources, decode, nbest, time.monotonic() + self.limits.timeout_s, align)
         future = self._refusing(self.batcher.submit, job)
         try:
             return (await asyncio.wait_for(asyncio.wrap_future(future), self.limits.timeout_s),
-                    [len(ids) for ids in tokens])
+                    [len(ids) for ids in tokens], list(spans))
         except (asyncio.TimeoutError, DeadlinePassed):
             raise BadRequest(f"not translated within {self.limits.timeout_s:g} s: the server is overloaded",
                              503) from None
@@ -101,3 +130,30 @@ class Service:
             raise BadRequest(f"too many requests: {err}", 429, {"Retry-After": "1"}) from None
         except WorkerStopped as err:
             raise BadRequest(str(err), 503) from None
+
+
+def _read_pages(pages: list[str]) -> list[Page]:
+    read = []
+    for number, page in enumerate(pages, 1):
+        try:
+            read.append(Page(page))
+        except BadHtml as err:
+            raise BadRequest(f"text {number}: {err}" if len(pages) > 1 else str(err)) from None
+    return read
+
+
+def _render_pages(pages: list[Page], found: list[list[Translation]], spans: list,
+                  count: int) -> list[list[Translation]]:
+    """Per page, its k-th rendering for k < count (scored as its units' hypotheses summed)."""
+    rendered, start = [], 0
+    for page in pages:
+        mine = range(start, start + len(page.units))
+        start += len(page.units)
+        texts = []
+        for k in range(count):
+            picks = [found[i][min(k, len(found[i]) - 1)] for i in mine]
+            text = page.render([hyp.text for hyp in picks], [place(unit.pieces, hyp.text, hyp.alignment, spans[i])
+                                                             for unit, hyp, i in zip(page.units, picks, mine)])
+            texts.append(Translation(text, sum(hyp.score for hyp in picks)))
+        rendered.append(texts)
+    return rendered
