@@ -85,6 +85,11 @@ def test_the_smoke_run_serves_every_level_overloads_and_soaks_without_errors(tmp
         assert figures["batching"]["32"]["batch"]["mean_sentences"] > 1  # requests shared batches
         assert figures["no_batching"]["32"]["batch"]["mean_sentences"] == 1
         assert len(figures["targets"]) == 5
+    html = report["html"]
+    for pair in html["levels"].values():
+        assert all(f["requests"] > 0 and f["statuses"] == {"200": f["requests"]} for f in pair.values())
+    assert set(html["levels"]) == {"1", "32"} and len(html["targets"]) == 2
+    assert report["detection"]["ms"]["p50"] > 0 and "target" in report["detection"]
     overload = report["overload"]
     assert set(overload["load"]["statuses"]) == {"200", "429"}
     assert overload["health_ok"] == overload["health_checks"] > 0
@@ -94,3 +99,4 @@ def test_the_smoke_run_serves_every_level_overloads_and_soaks_without_errors(tmp
     translated = report["backends"]["pytorch fp32"]["batching"]["32"]["translated"]
     assert sum(group["requests"] for group in by_words.values()) == translated
     assert "| target | backend | measured | limit | met |" in result.stdout
+    assert "HTML against text" in result.stdout and "language detection" in result.stdout

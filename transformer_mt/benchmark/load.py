@@ -11,6 +11,7 @@ import ssl
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -54,14 +55,22 @@ class _Tally:
     last: float = 0.0
 
 
+def text_request(sentence: str) -> dict:
+    return {"q": sentence, "source": "en", "target": "fr"}
+
+
+def html_request(page: str) -> dict:
+    return {"q": page, "source": "en", "target": "fr", "format": "html"}
+
+
 async def _client(http: httpx.AsyncClient, sentences: list[str], order: itertools.count, until: float,
-                  tally: _Tally, honour_retry_after: bool) -> None:
+                  tally: _Tally, honour_retry_after: bool, body: Callable[[str], dict]) -> None:
     while time.monotonic() < until:
         sentence = sentences[next(order) % len(sentences)]
         started = time.monotonic()
         tally.first = min(tally.first, started)
         try:
-            answer = await http.post("/translate", json={"q": sentence, "source": "en", "target": "fr"})
+            answer = await http.post("/translate", json=body(sentence))
             status = str(answer.status_code)
         except httpx.TimeoutException:
             answer, status = None, "timeout"
@@ -80,7 +89,7 @@ async def _client(http: httpx.AsyncClient, sentences: list[str], order: itertool
 
 
 async def _load(url: str, sentences: list[str], clients: int, seconds: float, timeout: float,
-                honour_retry_after: bool) -> _Tally:
+                honour_retry_after: bool, body: Callable[[str], dict]) -> _Tally:
     tally, order = _Tally(), itertools.count()
     tls = ssl.create_default_context()  # unused over http://, but each client would build one (slow)
     until = time.monotonic() + seconds
@@ -89,16 +98,17 @@ async def _load(url: str, sentences: list[str], clients: int, seconds: float, ti
         # A connection pool of its own per client: one pool shared by many clients costs the load
         # generator more CPU per request than the server spends (docs/serving.md).
         async with httpx.AsyncClient(base_url=url, timeout=timeout, verify=tls) as http:
-            await _client(http, sentences, order, until, tally, honour_retry_after)
+            await _client(http, sentences, order, until, tally, honour_retry_after, body)
 
     await asyncio.gather(*(one() for _ in range(clients)))
     return tally
 
 
 def load(url: str, sentences: list[str], clients: int, seconds: float, timeout: float = 60.0,
-         honour_retry_after: bool = False) -> LoadFigure:
-    """`clients` concurrent clients for `seconds` (each then finishes the request it has in flight)."""
-    return _figure(clients, asyncio.run(_load(url, sentences, clients, seconds, timeout, honour_retry_after)))
+         honour_retry_after: bool = False, body: Callable[[str], dict] = text_request) -> LoadFigure:
+    """`clients` concurrent clients for `seconds` (each then finishes the request it has in flight), each
+    request's JSON body `body(sentence)`."""
+    return _figure(clients, asyncio.run(_load(url, sentences, clients, seconds, timeout, honour_retry_after, body)))
 
 
 def _figure(clients: int, tally: _Tally) -> LoadFigure:

@@ -16,7 +16,17 @@ import torch
 
 from ..decoding.translator import TextTranslator
 from ..serving.settings import BatchingConfig
-from .load import Histograms, LoadFigure, batch_figures, load, load_with_health, percentiles
+from .html_pages import tagged_paragraphs
+from .load import (
+    Histograms,
+    LoadFigure,
+    batch_figures,
+    html_request,
+    load,
+    load_with_health,
+    percentiles,
+    text_request,
+)
 from .machine import device_name, log, own_cpu_seconds
 from .server_process import ServerProcess
 
@@ -81,6 +91,8 @@ class ServeReport:
     max_wait_ms: float
     sentences: int
     backends: dict[str, BackendFigures] = field(default_factory=dict)
+    html: dict = field(default_factory=dict)
+    detection: dict = field(default_factory=dict)
     overload: dict = field(default_factory=dict)
     soak: dict = field(default_factory=dict)
     complete: bool = False
@@ -107,6 +119,9 @@ def measure(backends: list[Backend], sentences: list[str], threads: int, sizes: 
                         f"{_line(found[str(clients)])}")
             progress(report)
         figures.targets = targets(figures)
+    report.html = html_cost(backends[0], sentences, threads, sizes)
+    report.detection = detection_cost(sentences, report.html)
+    progress(report)
     report.overload = overload(backends[0], sentences, threads, sizes)
     progress(report)
     report.soak = soak(backends[0], sentences, threads, sizes)
@@ -198,6 +213,50 @@ def targets(figures: BackendFigures) -> dict[str, Target]:
     return found
 
 
+def html_cost(backend: Backend, sentences: list[str], threads: int, sizes: ServeSizes) -> dict:
+    """The same sentences as plain text and as HTML paragraphs with inline tags (html_pages), at 1 and 32
+    clients on one server: the time an HTML request takes against a text one (≤ 1.25×: issue 40)."""
+    pages = tagged_paragraphs(sentences)
+    found: dict = {"backend": backend.name, "levels": {}, "targets": {}}
+    with ServerProcess(backend.server_flags, "--max-wait-ms", str(MAX_WAIT_MS), threads=threads) as server:
+        for clients in (1, 32):
+            pair = {}
+            for name, texts, body in (("text", sentences, text_request), ("html", pages, html_request)):
+                load(server.url, texts, clients, sizes.warmup, body=body)
+                pair[name] = load(server.url, texts, clients, sizes.seconds, body=body)
+                log(f"{backend.name} {name} {clients} clients: {_line(pair[name])}")
+            found["levels"][str(clients)] = pair
+            if clients == 1:
+                measured = pair["html"].latency_ms["p50"] / pair["text"].latency_ms["p50"]
+                found["targets"]["1 client: HTML p50 / text p50"] = Target(measured, 1.25, at_most=True)
+            else:
+                measured = pair["text"].sentences_per_sec / max(pair["html"].sentences_per_sec, 1e-9)
+                found["targets"]["32 clients: text throughput / HTML throughput"] = Target(measured, 1.25,
+                                                                                           at_most=True)
+    return found
+
+
+def detection_cost(sentences: list[str], html: dict) -> dict:
+    """One detection (as `source: auto` runs it, on the event loop) per test sentence and on its first
+    three words, timed in this process; its share of a 1-client text request's p50 (≤ 2 %: issue 40)."""
+    from ..serving.detection import Detector
+
+    detector = Detector()
+    texts = sentences + [" ".join(s.split()[:3]) for s in sentences]
+    detector.best(texts[0], "en")
+    timings = []
+    for text in texts:
+        started = time.perf_counter()
+        detector.best(text, "en")
+        timings.append((time.perf_counter() - started) * 1000)
+    found = {"calls": len(texts), "ms": percentiles(timings)}
+    alone = html.get("levels", {}).get("1", {}).get("text")
+    if alone:
+        found["target"] = Target(found["ms"]["p50"] / alone.latency_ms["p50"], 0.02, at_most=True)
+    log(f"detection: p50 {found['ms']['p50']} ms, p99 {found['ms']['p99']} ms per call")
+    return found
+
+
 def overload(backend: Backend, sentences: list[str], threads: int, sizes: ServeSizes) -> dict:
     """Far more clients than the queue holds, honouring Retry-After: only 200s and 429s, none timing out,
     and /health answering throughout."""
@@ -281,6 +340,21 @@ def markdown(report: ServeReport) -> str:
         groups = "; ".join(f"{words} words: {f['requests']} requests, p50 {f['p50']}, p99 {f['p99']}"
                            for words, f in together.by_words.items())
         lines += ["", f"latency by sentence length, {next(iter(report.backends))}, 32 clients, batching (ms): {groups}"]
+    if report.html:
+        lines += ["", f"HTML against text ({report.html['backend']}, the same sentences as `<p>` with inline tags, "
+                      "format html):", "", "| clients | format | sentences/s | p50 ms | p99 ms | errors |",
+                  "|---|---|---|---|---|---|"]
+        for clients, pair in report.html["levels"].items():
+            lines += [f"| {clients} | {name} | {f.sentences_per_sec:.1f} | {f.latency_ms.get('p50')} | "
+                      f"{f.latency_ms.get('p99')} | {f.errors} |" for name, f in pair.items()]
+        lines += [f"\n{target}: {t.measured:g} (≤ {t.limit:g}) met: {_verdict(t.met)}"
+                  for target, t in report.html["targets"].items()]
+    if report.detection:
+        d = report.detection
+        lines += ["", f"language detection ({d['calls']} calls: test sentences and their first three words): "
+                      f"p50 {d['ms']['p50']} ms, p99 {d['ms']['p99']} ms per call"
+                  + (f"; share of a 1-client request's p50 {d['target'].measured:.2%} (≤ 2 %) met: "
+                     f"{_verdict(d['target'].met)}" if "target" in d else "")]
     if report.overload:
         o, figure = report.overload, report.overload["load"]
         lines += ["", f"overload ({o['backend']}, {figure.clients} clients, --queue-size {o['queue_size']}, "
