@@ -1,4 +1,6 @@
-"""Talking to a served model: start scripts/serve.py, post to it, pick test sentences it keeps whole."""
+"""Talking to a served model: start scripts/serve.py, post to it, pick test sentences it keeps whole, and
+read HTML answers."""
+import html
 from pathlib import Path
 
 import html5lib
@@ -35,3 +37,9 @@ def skeleton(text: str) -> list:
             walk(child, depth + 1)
     walk(html5lib.parseFragment(text, treebuilder="etree"), 0)
     return found
+
+
+def as_html(text: str) -> str:
+    """A text translation as an HTML answer holds it: escaped, without the control characters HTML cannot
+    carry (a tiny model writes some)."""
+    return "".join(c for c in html.escape(text, quote=False) if c in "\t\n\r" or " " <= c < "\ufffe")

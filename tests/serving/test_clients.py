@@ -7,13 +7,7 @@ import urllib.parse
 
 import httpx
 
-from tests.helpers.serving import post, single
-
-
-def as_html(text: str) -> str:
-    """A text translation as an HTML answer holds it: escaped, without the control characters HTML cannot
-    carry (a tiny model writes some)."""
-    return "".join(c for c in html.escape(text, quote=False) if c in "\t\n\r" or " " <= c < "\ufffe")
+from tests.helpers.serving import as_html, post, single
 
 
 def paragraph(ours, sentence: str) -> str:

@@ -4,7 +4,7 @@ element where it was. The parser is lxml's (measured against four others in docs
 
 The text of a block (`p`, `li`, `td`, `h1`, `div`, …) is read as one run: its text and inline elements
 (`b`, `a`, `span`, `br`, …) together, so that an inline tag never cuts a sentence in two. Each inline
-element is a mark over the characters it holds; `Placement` (placement.py) finds those characters in the
+element is a mark over the characters it holds; `place` (placement.py) finds those characters in the
 translation. Elements that are not to be translated (`code`, `pre`, `script`, `style`, `kbd`, `samp`,
 `var`, anything with `translate="no"` or class `notranslate`) pass through as they are: a block one
 whole, an inline one as an atom whose text the model reads but whose markup comes back unchanged."""

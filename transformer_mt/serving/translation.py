@@ -62,13 +62,14 @@ class Service:
             picks = [[hyps[min(k, len(hyps) - 1)] for hyps in mine] for k in range(count)]
             translations.append([Translation(paragraph.join([t.text for t in pick]), sum(t.score for t in pick))
                                  for pick in picks])
-        return Translated(translations, self._cut_notes(paragraphs, lengths))
+        return Translated(translations, self._cut_notes([len(p.sentences) for p in paragraphs], lengths))
 
-    def _cut_notes(self, paragraphs: list[Paragraph], lengths: list[int]) -> list[str]:
-        """`lengths`: the source tokens of every sentence of every paragraph, in order."""
+    def _cut_notes(self, counts: list[int], lengths: list[int]) -> list[str]:
+        """`counts`: each text's sentences (or HTML units); `lengths`: the source tokens of every one of
+        them, text after text."""
         most, notes, start = token_budget(self.translator.max_positions), [], 0
-        for number, paragraph in enumerate(paragraphs, 1):
-            mine = lengths[start : start + len(paragraph.sentences)]
+        for number, count in enumerate(counts, 1):
+            mine = lengths[start : start + count]
             start += len(mine)
             for index, length in enumerate(mine, 1):
                 if length > most:
@@ -88,13 +89,7 @@ class Service:
                                                     align=[bool(unit.pieces) for unit in units])
         count = max((len(hyps) for hyps in found), default=1)
         rendered = await asyncio.to_thread(_render_pages, read, found, spans, count)
-        most, notes, start = token_budget(self.translator.max_positions), [], 0
-        for number, page in enumerate(read, 1):
-            mine = lengths[start : start + len(page.units)]
-            start += len(mine)
-            notes += [f"text {number} has a sentence of {length} tokens: cut to the model's {most}"
-                      for length in mine if length > most]
-        return Translated(rendered, notes)
+        return Translated(rendered, self._cut_notes([len(page.units) for page in read], lengths))
 
     async def _decoded(self, sentences: list[str], decode: DecodeConfig, nbest: int,
                        align: list[bool] | None = None
